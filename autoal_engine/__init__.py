@@ -1,0 +1,1 @@
+"""AutoAL engine: task model, candidate strategies, AutoAL strategy search, cost-aware ranking."""

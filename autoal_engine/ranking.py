@@ -1,0 +1,34 @@
+"""The result of ranking a pool: per-sample priority and everything needed to explain it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class Ranking:
+    """Arrays aligned with the ranked pool's order (row i = pool item i).
+
+    ``priority`` is value per predicted cost scaled to [0, 1] (1 = label first). Label Studio serves the
+    lowest prediction score first, so the backend stores ``score = 1 - priority``.
+    """
+
+    priority: np.ndarray  # (N,) in [0, 1]
+    informativeness: np.ndarray  # (N,) calibrated benefit: expected loss of the sample, >= 0
+    predicted_cost: np.ndarray  # (N,) seconds
+    predicted_label: np.ndarray  # (N,) class labels (as given to fit)
+    probabilities: np.ndarray  # (N, C), columns in the order of ``classes``
+    strategy_weights: np.ndarray  # (N, K) per-sample mixture weights, columns as ``strategy_names``
+    strategy_names: tuple[str, ...]
+    classes: tuple
+    mean_strategy_weights: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def order(self) -> np.ndarray:
+        """Pool indices from the highest priority to the lowest (stable for ties)."""
+        return np.argsort(-self.priority, kind="stable")
+
+    def __len__(self) -> int:
+        return len(self.priority)
