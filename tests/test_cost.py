@@ -1,0 +1,253 @@
+"""Tests of the label-cost model, value-per-cost priority and budgeted batch selection (spec section 10)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from autoal_engine.config import CostConfig
+from autoal_engine.cost import CostModel, budgeted_batch, combine_known, priority, spearman
+
+
+def learnable_costs(n: int, seed: int, slope: float = 0.8, noise: float = 0.2) -> tuple[np.ndarray, ...]:
+    """Features (n, 6) and seconds = 10 * exp(slope * x0) * lognormal noise: cost depends on column 0."""
+    rng = np.random.default_rng(seed)
+    features = rng.normal(size=(n, 6))
+    seconds = 10.0 * np.exp(slope * features[:, 0] + noise * rng.normal(size=n))
+    return features, seconds
+
+
+# --- priority -------------------------------------------------------------------------------------------
+
+
+def test_equal_benefit_cheaper_item_gets_higher_priority():
+    p = priority(np.array([0.5, 0.5, 0.5]), np.array([20.0, 5.0, 10.0]), gamma=0.5)
+    assert p[1] > p[2] > p[0]
+    assert p.min() == 0.0 and p.max() == 1.0
+
+
+def test_gamma_zero_ignores_cost():
+    rng = np.random.default_rng(1)
+    benefit = rng.uniform(0.0, 2.0, size=200)
+    cost = rng.uniform(1.0, 100.0, size=200)
+    p = priority(benefit, cost, gamma=0.0)
+    np.testing.assert_array_equal(np.argsort(-p, kind="stable"), np.argsort(-benefit, kind="stable"))
+    # and with gamma > 0 these costs do change the order
+    assert not np.array_equal(np.argsort(-priority(benefit, cost, 1.0)), np.argsort(-benefit))
+
+
+def test_priority_is_in_unit_interval_and_constant_maps_to_ones():
+    p = priority(np.array([0.0, 1.0, 3.0]), np.array([1.0, 4.0, 9.0]), gamma=1.0)
+    assert np.all((p >= 0.0) & (p <= 1.0)) and not np.isnan(p).any()
+    np.testing.assert_array_equal(priority(np.full(4, 0.3), np.full(4, 7.0), 0.5), np.ones(4))
+    np.testing.assert_array_equal(priority(np.zeros(3), np.array([1.0, 2.0, 3.0]), 0.5), np.ones(3))
+
+
+# --- cost model -----------------------------------------------------------------------------------------
+
+
+def test_learnable_cost_relation_is_recovered():
+    features, seconds = learnable_costs(300, seed=0)
+    model = CostModel(CostConfig()).fit(features, seconds)
+    test_features, test_seconds = learnable_costs(300, seed=1)
+    predicted = model.predict(test_features)
+    assert np.all(predicted > 0)
+    assert spearman(predicted, test_seconds) > 0.8
+    report = model.report()
+    assert report["cv_spearman"] > 0.8 and report["in_sample_spearman"] > 0.8
+    assert 0.0 < report["in_sample_mae_log"] < 0.5 and 0.0 < report["cv_mae_log"] < 0.5
+    assert model.effective_gamma(0.5) == 0.5
+
+
+def test_unpredictable_costs_are_not_trusted():
+    rng = np.random.default_rng(3)
+    features = rng.normal(size=(200, 6))
+    seconds = rng.lognormal(np.log(10.0), 0.5, size=200)  # unrelated to the features
+    model = CostModel(CostConfig()).fit(features, seconds)
+    assert model.report()["cv_spearman"] < 0.2
+    assert model.effective_gamma(0.5) == 0.0
+    # explicit costs for every task need no prediction, so gamma stands
+    assert model.effective_gamma(0.5, known=np.full(10, 12.0)) == 0.5
+
+
+def test_absurd_lead_time_does_not_flip_order_of_typical_items():
+    rng = np.random.default_rng(4)
+    n = 40
+    features = rng.normal(size=(n, 3))
+    seconds = np.clip(12.0 * np.exp(0.35 * features[:, 0] + 0.05 * rng.normal(size=n)), 5.0, 20.0)
+    cheap = int(np.argmin(features[:, 0]))
+    with_outlier = seconds.copy()
+    with_outlier[cheap] = 7200.0  # the annotator left the tab open
+    typical = np.zeros((9, 3))  # typical tasks: the cost-driving feature on a grid, the others at the mean
+    typical[:, 0] = np.linspace(-2.0, 2.0, 9)
+
+    config = CostConfig(shrinkage_n0=10.0)
+    clean_order = np.argsort(CostModel(config).fit(features, seconds).predict(typical))
+    robust = CostModel(config).fit(features, with_outlier)
+    np.testing.assert_array_equal(np.argsort(robust.predict(typical)), clean_order)
+    assert robust.predict(typical).max() < 30.0
+    # the scenario is a real threat: without the cleaning the same outlier does flip the order
+    naive = CostModel(CostConfig(shrinkage_n0=10.0, clip_quantile=1.0, max_seconds=1e9))
+    assert not np.array_equal(np.argsort(naive.fit(features, with_outlier).predict(typical)), clean_order)
+
+
+def test_cleaning_clips_idle_time_then_winsorizes():
+    model = CostModel(CostConfig(max_seconds=100.0, clip_quantile=0.5))
+    np.testing.assert_allclose(model.clean(np.array([1.0, 2.0, 3.0, 4.0, 500.0])), [1.0, 2.0, 3.0, 3.0, 3.0])
+    model = CostModel(CostConfig(max_seconds=100.0, clip_quantile=1.0))
+    np.testing.assert_allclose(model.clean(np.array([1.0, 500.0])), [1.0, 100.0])
+
+
+def test_cold_start_predicts_uniform_cost():
+    features, seconds = learnable_costs(4, seed=5)
+    model = CostModel(CostConfig(min_observations=5)).fit(features, seconds)
+    assert model.is_cold and model.n_observations == 4
+    predicted = model.predict(learnable_costs(30, seed=6)[0])
+    np.testing.assert_array_equal(predicted, np.full(30, np.median(seconds)))
+    assert model.effective_gamma(0.5) == 0.0
+
+    nothing = CostModel(CostConfig()).fit(features, np.full(4, np.nan))
+    assert nothing.is_cold and nothing.n_observations == 0
+    np.testing.assert_array_equal(nothing.predict(features), np.ones(4))
+
+
+def test_unknown_costs_are_ignored():
+    features, seconds = learnable_costs(100, seed=7)
+    partial = seconds.copy()
+    partial[::2] = np.nan
+    model = CostModel(CostConfig()).fit(features, partial)
+    reference = CostModel(CostConfig()).fit(features[1::2], seconds[1::2])
+    assert model.n_observations == 50 and not model.is_cold
+    np.testing.assert_allclose(model.predict(features), reference.predict(features))
+
+
+def test_shrinkage_pulls_few_observations_toward_the_median():
+    def spread(n: int) -> float:
+        features, seconds = learnable_costs(n, seed=8)
+        model = CostModel(CostConfig(shrinkage_n0=100.0)).fit(features, seconds)
+        predicted = model.predict(learnable_costs(200, seed=9)[0])
+        return float(np.mean(np.abs(np.log(predicted / model.median_seconds))))
+
+    few, many = spread(12), spread(600)
+    assert few < 0.5 * many
+
+
+def test_known_costs_override_predictions():
+    combined = combine_known(np.array([10.0, 20.0, 30.0]), np.array([np.nan, 3.0, np.nan]))
+    np.testing.assert_array_equal(combined, [10.0, 3.0, 30.0])
+    np.testing.assert_array_equal(CostModel.combine_known(np.array([1.0]), np.array([2.0])), [2.0])
+    with pytest.raises(ValueError, match="known"):
+        combine_known(np.array([1.0, 2.0]), np.array([np.nan]))
+    with pytest.raises(ValueError, match="known"):
+        combine_known(np.array([1.0]), np.array([-5.0]))
+
+
+def test_state_dict_round_trip_gives_identical_predictions():
+    features, seconds = learnable_costs(80, seed=10)
+    config = CostConfig()
+    model = CostModel(config).fit(features, seconds)
+    restored = CostModel.from_state_dict(config, model.state_dict())
+    test_features = learnable_costs(40, seed=11)[0]
+    np.testing.assert_array_equal(restored.predict(test_features), model.predict(test_features))
+    assert restored.report() == model.report()
+    assert restored.effective_gamma(0.5) == model.effective_gamma(0.5)
+
+    cold = CostModel(config).fit(features[:2], seconds[:2])
+    restored_cold = CostModel.from_state_dict(config, cold.state_dict())
+    assert restored_cold.is_cold
+    np.testing.assert_array_equal(restored_cold.predict(test_features), cold.predict(test_features))
+    with pytest.raises(ValueError, match="coef"):
+        CostModel.from_state_dict(config, {k: v for k, v in model.state_dict().items() if k != "coef"})
+
+
+def test_bad_input_raises_value_error_naming_the_field():
+    features, seconds = learnable_costs(10, seed=12)
+    model = CostModel(CostConfig())
+    bad = seconds.copy()
+    bad[3] = -1.0
+    with pytest.raises(ValueError, match="costs"):
+        model.fit(features, bad)
+    bad[3] = 0.0
+    with pytest.raises(ValueError, match="costs"):
+        model.fit(features, bad)
+    with pytest.raises(ValueError, match="costs"):
+        model.fit(features, seconds[:9])
+    with pytest.raises(ValueError, match="features"):
+        model.fit(features[:, 0], seconds)
+    model.fit(features, seconds)
+    with pytest.raises(ValueError, match="features"):
+        model.predict(features[:, :3])
+    with pytest.raises(ValueError, match="benefit"):
+        priority(np.array([0.1, np.nan]), np.array([1.0, 2.0]), 0.5)
+    with pytest.raises(ValueError, match="benefit"):
+        priority(np.array([0.1, -0.2]), np.array([1.0, 2.0]), 0.5)
+    with pytest.raises(ValueError, match="cost"):
+        priority(np.array([0.1, 0.2]), np.array([1.0]), 0.5)
+    with pytest.raises(ValueError, match="gamma"):
+        priority(np.array([0.1, 0.2]), np.array([1.0, 2.0]), 1.5)
+    with pytest.raises(ValueError, match="benefit"):
+        budgeted_batch(np.array([np.nan, 1.0]), np.array([1.0, 2.0]), 10.0)
+    with pytest.raises(ValueError, match="budget_seconds"):
+        budgeted_batch(np.array([0.5, 1.0]), np.array([1.0, 2.0]), 0.0)
+    with pytest.raises(ValueError, match="exploration"):
+        budgeted_batch(np.array([0.5, 1.0]), np.array([1.0, 2.0]), 10.0, exploration=1.0)
+
+
+# --- budgeted batch -------------------------------------------------------------------------------------
+
+
+def test_budgeted_batch_respects_budget_and_returns_unique_indices():
+    rng = np.random.default_rng(13)
+    benefit = rng.uniform(0.0, 1.0, size=300)
+    cost = rng.lognormal(np.log(10.0), 0.7, size=300)
+    for budget in (15.0, 100.0, 777.0):
+        picks = budgeted_batch(benefit, cost, budget, exploration=0.1, seed=2)
+        assert len(picks) > 0 and len(np.unique(picks)) == len(picks)
+        assert cost[picks].sum() <= budget
+        # nothing left out would still fit
+        left = np.setdiff1d(np.arange(300), picks)
+        assert cost[left].min() > budget - cost[picks].sum()
+
+
+def test_budgeted_batch_prefers_value_per_cost():
+    benefit = np.array([1.0, 0.9, 0.8, 0.3, 0.3, 0.3, 0.3])
+    cost = np.array([50.0, 50.0, 50.0, 10.0, 10.0, 10.0, 10.0])
+    picks = budgeted_batch(benefit, cost, 50.0, exploration=0.0)
+    assert sorted(picks.tolist()) == [3, 4, 5, 6]  # 1.2 of benefit in 40 s beats 1.0 in 50 s
+
+
+def test_budgeted_batch_keeps_the_better_of_ratio_and_benefit_greedy():
+    # ratio greedy takes the cheap item first and then cannot afford the big one (CELF's bad case)
+    benefit = np.array([0.2, 5.0])
+    cost = np.array([1.0, 50.0])
+    assert budgeted_batch(benefit, cost, 50.0, exploration=0.0).tolist() == [1]
+
+
+def test_budgeted_batch_reserves_the_exploration_share():
+    # the highest-benefit items are slow; pure value-per-cost never picks them
+    benefit = np.array([1.0, 0.95] + [0.5] * 40)
+    cost = np.array([40.0, 40.0] + [5.0] * 40)
+    budget = 200.0
+    greedy = budgeted_batch(benefit, cost, budget, exploration=0.0)
+    assert 0 not in greedy and 1 not in greedy
+    picks = budgeted_batch(benefit, cost, budget, exploration=0.3)
+    assert picks[:2].tolist() == [0, 1]  # 0.3 * 200 = 60 s spent first on the best items, cost ignored
+    assert cost[picks[:2]].sum() >= 0.3 * budget
+    assert cost[picks].sum() <= budget and len(np.unique(picks)) == len(picks)
+    assert len(picks) == 2 + 24  # the remaining 120 s go to the cheap items
+
+
+def test_budgeted_batch_item_alone_over_budget_returns_best_item():
+    picks = budgeted_batch(np.array([0.1, 0.9, 0.5]), np.array([30.0, 40.0, 35.0]), 10.0)
+    assert picks.tolist() == [1]
+    assert budgeted_batch(np.zeros(0), np.zeros(0), 10.0).tolist() == []
+
+
+def test_budgeted_batch_ties_are_broken_by_seed_not_index():
+    benefit = np.ones(50)
+    cost = np.ones(50)
+    first = {tuple(budgeted_batch(benefit, cost, 5.0, exploration=0.0, seed=s)) for s in range(5)}
+    assert len(first) > 1
+    np.testing.assert_array_equal(
+        budgeted_batch(benefit, cost, 5.0, seed=3), budgeted_batch(benefit, cost, 5.0, seed=3)
+    )
