@@ -68,12 +68,11 @@ class SearchConfig:
     gmm_components: int = 5
     temperature: float | None = None  # None: annealed rho*std(z); a number fixes T (paper: 1e-11 on p)
     rho_start: float = 0.5
-    rho_end: float = 0.05
+    rho_end: float = 0.1
     count_regularizer: str = "soft"  # "soft": Eq. 9 on the soft count | "hard": no gradient (paper)
     regularizer_weight: float = 1.0
     loss_module: str = "joint"  # "joint": LPL loss shapes SearchNet | "inert": trained, unused (paper)
     loss_module_weight: float = 1.0
-    fitnet: str = "cnn"  # "cnn": a task-model copy per half (cross-fit) | "head": MLP on task embeddings
     fitnet_steps: int = 150  # training steps of each cross-fitted FitNet (cnn)
     iterations: int = 200  # bi-level iterations
     fitnet_every: int = 2  # one FitNet (inner) step every this many SearchNet steps
@@ -95,6 +94,8 @@ class CostConfig:
     max_seconds: float = 3600.0  # anything above is treated as idle and clipped first
     ridge_alpha: float = 1.0
     exploration: float = 0.1  # share of a budgeted batch picked cost-agnostically
+    min_spearman: float = 0.2  # cross-validated rank correlation below which predicted costs are ignored
+    features: int = 8  # principal components of the embedding used as cost-model features
 
 
 @dataclass
@@ -171,7 +172,6 @@ class EngineConfig:
             ("search.threshold", self.search.threshold in ("gmm", "quantile")),
             ("search.count_regularizer", self.search.count_regularizer in ("soft", "hard")),
             ("search.loss_module", self.search.loss_module in ("joint", "inert")),
-            ("search.fitnet", self.search.fitnet in ("cnn", "head")),
             ("search.iterations", self.search.iterations >= 1),
             ("cost.gamma", 0.0 <= self.cost.gamma <= 1.0),
             ("cost.exploration", 0.0 <= self.cost.exploration < 1.0),

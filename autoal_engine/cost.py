@@ -25,7 +25,6 @@ from autoal_engine.config import CostConfig
 
 logger = logging.getLogger(__name__)
 
-MIN_SPEARMAN = 0.2  # below this cross-validated rank correlation the cost model is not trusted (spec 10.3)
 CV_SEED = 0  # the 2-fold split of the quality report is fixed so that reports are reproducible
 
 
@@ -149,7 +148,7 @@ class CostModel:
             known = np.asarray(known, dtype=np.float64)
             if known.size and not np.isnan(known).any():
                 return float(gamma)
-        threshold = float(getattr(self.config, "min_spearman", MIN_SPEARMAN))
+        threshold = self.config.min_spearman
         rho = self._report["cv_spearman"]
         return float(gamma) if rho is not None and rho >= threshold else 0.0
 

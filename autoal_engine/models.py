@@ -1,0 +1,260 @@
+"""Task-model backbones, the training loop, and the one-pass pool outputs.
+
+`TaskModel` = backbone -> embedding h(x) -> dropout -> linear head, plus an optional loss-prediction
+module (Yoo & Kweon, "Learning Loss for Active Learning", CVPR 2019) that reads the backbone's stage
+features. The dropout sits right before the head so MC-dropout (Gal et al., ICML 2017) runs T stochastic
+passes through the head only, over the cached embedding, with BatchNorm untouched (spec section 6.5).
+
+Backbones: ``small_cnn`` (three conv blocks, fast on 28-64 px gray or RGB images, the CPU default) and
+``resnet18`` (torchvision, the CUDA default; 3x3 stride-1 stem for small images, weights only from a
+local file).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from autoal_engine.config import ModelConfig
+from autoal_engine.data import ImageSource
+from autoal_engine.pool_outputs import PoolOutputs, mc_digest
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(device: str) -> torch.device:
+    """'auto' -> cuda when available, else cpu."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"model.device: {device!r} was requested but CUDA is not available")
+    return torch.device(device)
+
+
+class SmallCNN(nn.Module):
+    """Three conv-BN-ReLU blocks (16, 32, 64 channels), global pooling, a linear embedding."""
+
+    def __init__(self, in_channels: int, embedding_dim: int) -> None:
+        super().__init__()
+        widths = (16, 32, 64)
+        blocks, previous = [], in_channels
+        for width in widths:
+            blocks.append(nn.Sequential(
+                nn.Conv2d(previous, width, 3, padding=1, bias=False),
+                nn.BatchNorm2d(width),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(width, width, 3, padding=1, bias=False),
+                nn.BatchNorm2d(width),
+                nn.ReLU(inplace=True),
+            ))
+            previous = width
+        self.blocks = nn.ModuleList(blocks)
+        self.embed = nn.Sequential(nn.Linear(widths[-1], embedding_dim), nn.ReLU(inplace=True))
+        self.stage_channels = widths
+        self.embedding_dim = embedding_dim
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        stages = []
+        for i, block in enumerate(self.blocks):
+            x = block(x)
+            stages.append(x.mean(dim=(2, 3)))
+            if i < len(self.blocks) - 1:
+                x = F.max_pool2d(x, 2)
+        return self.embed(stages[-1]), stages
+
+
+class ResNet18Backbone(nn.Module):
+    """torchvision ResNet-18 without its classifier; embedding = the 512-d pooled features."""
+
+    def __init__(self, in_channels: int, pretrained_path: str | None = None) -> None:
+        super().__init__()
+        import torchvision
+
+        net = torchvision.models.resnet18(weights=None)
+        if pretrained_path:
+            state = torch.load(pretrained_path, map_location="cpu", weights_only=True)
+            missing, unexpected = net.load_state_dict(state, strict=False)
+            log.info("loaded backbone weights from %s (missing %d, unexpected %d)", pretrained_path,
+                     len(missing), len(unexpected))
+        net.conv1 = nn.Conv2d(in_channels, 64, 3, stride=1, padding=1, bias=False)
+        self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
+        self.layers = nn.ModuleList([net.layer1, net.layer2, net.layer3, net.layer4])
+        self.stage_channels = (64, 128, 256, 512)
+        self.embedding_dim = 512
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        x = self.stem(x)
+        stages = []
+        for layer in self.layers:
+            x = layer(x)
+            stages.append(x.mean(dim=(2, 3)))
+        return stages[-1], stages
+
+
+class LossPredictionHead(nn.Module):
+    """LL4AL loss module: per stage GAP -> FC(32) -> ReLU, concatenated -> FC(1)."""
+
+    def __init__(self, stage_channels: tuple[int, ...], width: int = 32) -> None:
+        super().__init__()
+        self.stage_fcs = nn.ModuleList([nn.Linear(c, width) for c in stage_channels])
+        self.out = nn.Linear(width * len(stage_channels), 1)
+
+    def forward(self, stages: list[torch.Tensor]) -> torch.Tensor:
+        parts = [F.relu(fc(s)) for fc, s in zip(self.stage_fcs, stages, strict=True)]
+        return self.out(torch.cat(parts, dim=1)).squeeze(1)
+
+
+def loss_ranking_loss(predicted: torch.Tensor, target: torch.Tensor, margin: float = 1.0) -> torch.Tensor:
+    """LL4AL pairwise margin loss: mean over pairs (i, B-1-i) of
+    max(0, margin - sign(l_i - l_j) * (lhat_i - lhat_j)), each pair counted once."""
+    half = len(predicted) // 2
+    if half == 0:
+        return predicted.sum() * 0.0
+    pred_i, pred_j = predicted[:half], predicted.flip(0)[:half]
+    sign = torch.sign(target[:half] - target.flip(0)[:half])
+    return F.relu(margin - sign * (pred_i - pred_j)).mean()
+
+
+class TaskModel(nn.Module):
+    """Backbone -> embedding -> dropout -> linear head (+ loss-prediction head)."""
+
+    def __init__(self, config: ModelConfig, in_channels: int, num_classes: int) -> None:
+        super().__init__()
+        if config.backbone == "small_cnn":
+            self.backbone: nn.Module = SmallCNN(in_channels, config.embedding_dim)
+        elif config.backbone == "resnet18":
+            self.backbone = ResNet18Backbone(in_channels, config.pretrained_path)
+        else:
+            raise ValueError(f"model.backbone: unknown backbone {config.backbone!r}")
+        dim = self.backbone.embedding_dim
+        self.dropout = nn.Dropout(config.dropout)
+        self.head = nn.Linear(dim, num_classes)
+        self.loss_head = LossPredictionHead(self.backbone.stage_channels) if config.loss_head else None
+
+    def forward(self, x: torch.Tensor, detach_loss_features: bool = False
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Return (logits, embedding, predicted loss)."""
+        embedding, stages = self.backbone((x - 0.5) / 0.25)
+        logits = self.head(self.dropout(embedding))
+        if self.loss_head is None:
+            return logits, embedding, torch.zeros(len(x), device=x.device)
+        if detach_loss_features:
+            stages = [s.detach() for s in stages]
+        return logits, embedding, self.loss_head(stages)
+
+
+def _random_shift(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Shift each image by up to 1/8 of its side (zero padding), a standard light augmentation."""
+    size = images.shape[-1]
+    pad = max(1, size // 8)
+    padded = F.pad(images, (pad, pad, pad, pad))
+    offsets = torch.randint(0, 2 * pad + 1, (len(images), 2), generator=generator).tolist()
+    return torch.stack([padded[i, :, dy:dy + size, dx:dx + size] for i, (dy, dx) in enumerate(offsets)])
+
+
+def _autocast(device: torch.device, config: ModelConfig):
+    enabled = device.type == "cuda" and config.mixed_precision
+    dtype = torch.bfloat16 if enabled and torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype, enabled=enabled)
+
+
+def train_model(model: TaskModel, images: torch.Tensor, labels: torch.Tensor, config: ModelConfig,
+                steps: int, seed: int, device: torch.device) -> TaskModel:
+    """Train from scratch for a fixed number of steps: Adam, cosine schedule, cross-entropy, plus the
+    LL4AL loss weighted by ``loss_head_weight`` (its features detached after ``loss_head_detach_at``)."""
+    generator = torch.Generator().manual_seed(seed)
+    model.to(device).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, steps))
+    scaler = torch.amp.GradScaler(enabled=device.type == "cuda" and config.mixed_precision
+                                  and not torch.cuda.is_bf16_supported())
+    n = len(images)
+    batch = min(config.batch_size, n)
+    order = torch.randperm(n, generator=generator)
+    position = 0
+    detach_step = int(config.loss_head_detach_at * steps)
+    for step in range(steps):
+        if position + batch > n:
+            order, position = torch.randperm(n, generator=generator), 0
+        index = order[position:position + batch]
+        position += batch
+        x = images[index]
+        if config.augment:
+            x = _random_shift(x, generator)
+        x, y = x.to(device, non_blocking=True), labels[index].to(device, non_blocking=True)
+        with _autocast(device, config):
+            logits, _, predicted_loss = model(x, detach_loss_features=step >= detach_step)
+            per_sample = F.cross_entropy(logits.float(), y, reduction="none")
+            loss = per_sample.mean()
+            if model.loss_head is not None:
+                loss = loss + config.loss_head_weight * loss_ranking_loss(predicted_loss.float(),
+                                                                          per_sample.detach())
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+    model.eval()
+    return model
+
+
+@torch.no_grad()
+def embed(model: TaskModel, source: ImageSource, config: ModelConfig, channels: int,
+          device: torch.device) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Deterministic pass: (logits, embeddings, predicted loss) as numpy arrays."""
+    model.to(device).eval()
+    logits, embeddings, losses = [], [], []
+    for _, chunk in source.batches(config.inference_batch_size, config.image_size, channels):
+        with _autocast(device, config):
+            out, emb, loss = model(chunk.to(device))
+        logits.append(out.float().cpu().numpy())
+        embeddings.append(emb.float().cpu().numpy())
+        losses.append(loss.float().cpu().numpy())
+    return np.concatenate(logits), np.concatenate(embeddings), np.concatenate(losses)
+
+
+@torch.no_grad()
+def pool_outputs(model: TaskModel, source: ImageSource, config: ModelConfig, channels: int,
+                 device: torch.device, labeled_embeddings: np.ndarray, labeled_labels: np.ndarray,
+                 batch_size: int, seed: int) -> PoolOutputs:
+    """One pass over the pool: probabilities, embeddings, predicted loss and the MC-dropout digest.
+
+    MC dropout: h -> head(mask_t * h / (1 - p)) for t = 1..T with Bernoulli masks from a seeded
+    generator, so scores are reproducible and cost T head evaluations, not T backbone passes.
+    """
+    model.to(device).eval()
+    generator = torch.Generator(device="cpu").manual_seed(seed + 7919)
+    keep = 1.0 - model.dropout.p
+    parts: dict[str, list[np.ndarray]] = {}
+    for _, chunk in source.batches(config.inference_batch_size, config.image_size, channels):
+        with _autocast(device, config):
+            logits, emb, loss = model(chunk.to(device))
+        emb = emb.float()
+        masks = (torch.rand((config.mc_samples, *emb.shape), generator=generator) < keep).to(device)
+        mc_logits = model.head(emb.unsqueeze(0) * masks / keep)
+        digest = mc_digest(torch.softmax(mc_logits, dim=-1).cpu().numpy())
+        digest["probs"] = torch.softmax(logits.float(), dim=1).cpu().numpy()
+        digest["embeddings"] = emb.cpu().numpy()
+        digest["predicted_loss"] = loss.float().cpu().numpy()
+        for key, value in digest.items():
+            parts.setdefault(key, []).append(value)
+    arrays = {key: np.concatenate(values) for key, values in parts.items()}
+    return PoolOutputs(labeled_embeddings=labeled_embeddings.astype(np.float32),
+                       labeled_labels=labeled_labels, batch_size=batch_size, seed=seed, **arrays)
+
+
+def cross_entropy_np(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per-sample cross-entropy from logits (numerically stable log-softmax)."""
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    return -log_probs[np.arange(len(labels)), labels]
+
+
+def steps_for(labeled: int, base_steps: int) -> int:
+    """Training steps: the configured count, fewer for tiny sets (about 60 passes over the data)."""
+    return int(min(base_steps, max(30, math.ceil(60 * labeled / 16))))
