@@ -3,6 +3,7 @@
 Importing this package registers every built-in strategy.
 """
 
+from autoal_engine.strategies import baseline, diversity, learned, uncertainty  # noqa: F401  (registers them)
 from autoal_engine.strategies.base import (
     STRATEGIES,
     Strategy,
