@@ -1,0 +1,222 @@
+"""The Flask app LS talks to: /health, /setup, /predict, /webhook, /versions, /metrics, /explain.
+
+`create_app(settings)` builds the app with its store, job runner, predictor and webhook-auth patcher.
+With BASIC_AUTH_USER/BASIC_AUTH_PASS set every route needs those credentials (compared in constant
+time). Bad requests get a 4xx JSON body ``{"error": "..."}``; nothing a client sends produces a 500.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Flask, Response, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from ls_backend.labeling import LabelConfigError, LabelingInterface, parse_label_config
+from ls_backend.metrics import metrics_text
+from ls_backend.predictor import Predictor
+from ls_backend.runners import make_runner, request_job
+from ls_backend.settings import Settings
+from ls_backend.store import Store
+from ls_backend.webhook import InvalidRequest, WebhookHandler
+from ls_backend.webhook_auth import WebhookAuthPatcher
+
+logger = logging.getLogger(__name__)
+
+UNTRAINED_VERSION = "autoal-untrained"
+MAX_REQUEST_BYTES = 512 * 1024 * 1024
+
+
+@dataclass
+class Backend:
+    """Everything the routes need, kept on ``app.extensions["autoal"]``."""
+
+    settings: Settings
+    store: Store
+    runner: Any
+    predictor: Predictor
+    webhook_auth: WebhookAuthPatcher
+    webhooks: WebhookHandler
+
+    def request_job(self, project_id: int, trigger: str) -> dict:
+        return request_job(self.store, self.runner, self.settings, project_id, trigger)
+
+
+def create_app(settings: Settings | None = None, *, start_runner: bool = True) -> Flask:
+    settings = settings or Settings.from_env()
+    store = Store(settings.database_path)
+    runner = make_runner(settings, store)
+    backend = Backend(
+        settings=settings,
+        store=store,
+        runner=runner,
+        predictor=Predictor(settings, store),
+        webhook_auth=WebhookAuthPatcher(settings, store),
+        webhooks=WebhookHandler(store, lambda project_id, trigger: backend.request_job(project_id, trigger)),
+    )
+    app = Flask("ls_backend")
+    app.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
+    app.extensions["autoal"] = backend
+    _add_auth(app, settings)
+    _add_error_handlers(app)
+    _add_routes(app, backend)
+    if start_runner:
+        runner.start()
+    return app
+
+
+def _add_auth(app: Flask, settings: Settings) -> None:
+    if not settings.basic_auth_enabled:
+        return
+    expected = f"{settings.basic_auth_user}:{settings.basic_auth_pass}".encode()
+
+    @app.before_request
+    def check_basic_auth() -> Response | None:
+        auth = request.authorization
+        given = f"{auth.username}:{auth.password}".encode() if auth and auth.type == "basic" else b""
+        if hmac.compare_digest(given, expected):
+            return None
+        response = jsonify(error="authentication required")
+        response.status_code = 401
+        response.headers["WWW-Authenticate"] = 'Basic realm="autoal"'
+        return response
+
+
+def _add_error_handlers(app: Flask) -> None:
+    @app.errorhandler(InvalidRequest)
+    def invalid(error: InvalidRequest) -> tuple[Response, int]:
+        return jsonify(error=str(error)), error.status
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException) -> tuple[Response, int]:
+        return jsonify(error=error.description or error.name), error.code or 500
+
+    @app.errorhandler(Exception)
+    def unexpected(error: Exception) -> tuple[Response, int]:
+        logger.exception("unexpected error on %s %s", request.method, request.path)
+        return jsonify(error=f"internal error: {type(error).__name__}"), 500
+
+
+def _add_routes(app: Flask, backend: Backend) -> None:
+    store = backend.store
+
+    @app.get("/")
+    @app.get("/health")
+    def health() -> Response:
+        return jsonify(status="UP", model_class="AutoAL", runner=backend.runner.name, v2=True)
+
+    @app.post("/setup")
+    def setup() -> Response:
+        body = _json_object()
+        project_id = _project_id(body.get("project"))
+        schema = body.get("schema")
+        if not isinstance(schema, str) or not schema.strip():
+            raise InvalidRequest("missing 'schema' (the label config)")
+        previous = (store.project(project_id) or {}).get("interface")
+        try:
+            interface = parse_label_config(schema)
+        except LabelConfigError as error:
+            store.save_label_config(project_id, schema, None, str(error))
+            raise InvalidRequest(str(error), status=422) from None
+        store.save_label_config(project_id, schema, interface.to_dict(), None)
+        if isinstance(body.get("hostname"), str) and body["hostname"]:
+            store.save_hostname(project_id, body["hostname"])
+        if previous is not None and previous != interface.to_dict():
+            backend.request_job(project_id, "label config changed")
+        backend.webhook_auth.schedule(project_id)
+        return jsonify(model_version=store.current_version(project_id) or UNTRAINED_VERSION)
+
+    @app.post("/predict")
+    def predict() -> Response:
+        body = _json_object()
+        tasks = body.get("tasks")
+        if not isinstance(tasks, list) or not tasks:
+            raise InvalidRequest("'tasks' must be a non-empty list")
+        for index, task in enumerate(tasks):
+            if (
+                not isinstance(task, dict)
+                or isinstance(task.get("id"), bool)
+                or not isinstance(task.get("id"), int)
+            ):
+                raise InvalidRequest(f"tasks[{index}] must be an object with an integer 'id'")
+        project_value = body.get("project")
+        if project_value is None:
+            project_value = tasks[0].get("project")
+        project_id = _project_id(project_value)
+        interface = _interface(store, project_id, body.get("label_config"))
+        results = backend.predictor.predict(project_id, tasks, interface)
+        return jsonify(results=results)
+
+    @app.post("/webhook")
+    def webhook() -> Response:
+        return jsonify(backend.webhooks.handle(_json_object()))
+
+    @app.get("/versions")
+    def versions() -> Response:
+        project = request.args.get("project")
+        if project is not None:
+            project_id = _project_id(project)
+            listed = [model["model_version"] for model in store.model_history(project_id)]
+        else:
+            listed = store.all_versions()
+        return jsonify(versions=listed)
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        return Response(metrics_text(store), mimetype="text/plain; version=0.0.4")
+
+    @app.get("/explain/<int:project_id>/<int:task_id>")
+    def explain(project_id: int, task_id: int) -> Response:
+        explained = store.explain(project_id, task_id)
+        if explained is None:
+            raise InvalidRequest(f"task {task_id} of project {project_id} is not in the current ranking", 404)
+        model = store.model(project_id, explained["model_version"]) or {}
+        explained["model"] = {
+            key: model.get(key)
+            for key in ("created_at", "n_labels", "n_pool", "holdout_accuracy", "strategy_weights")
+        }
+        return jsonify(explained)
+
+
+def _json_object() -> dict[str, Any]:
+    raw = request.get_data(cache=False)
+    if not raw:
+        raise InvalidRequest("the request body is empty; a JSON object is expected")
+    try:
+        body = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise InvalidRequest(f"the request body is not valid JSON: {error}") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest("the request body must be a JSON object")
+    return body
+
+
+def _project_id(value: Any) -> int:
+    """LS sends "<project id>.<created timestamp>" to /setup and /predict; plain ids are accepted too."""
+    if isinstance(value, bool) or value is None:
+        raise InvalidRequest("missing 'project'")
+    text = str(value).split(".", 1)[0].strip()
+    if not text.isdigit():
+        raise InvalidRequest(
+            f"'project' must look like '<id>.<timestamp>' or '<id>', got {str(value)[:40]!r}"
+        )
+    return int(text)
+
+
+def _interface(store: Store, project_id: int, label_config: Any) -> LabelingInterface | None:
+    project = store.project(project_id) or {}
+    if project.get("interface"):
+        return LabelingInterface.from_dict(project["interface"])
+    if not isinstance(label_config, str) or not label_config.strip():
+        return None
+    try:
+        interface = parse_label_config(label_config)
+    except LabelConfigError as error:
+        store.save_label_config(project_id, label_config, None, str(error))
+        raise InvalidRequest(str(error), status=422) from None
+    store.save_label_config(project_id, label_config, interface.to_dict(), None)
+    return interface

@@ -1,0 +1,303 @@
+"""The retrain-and-rank job: pull the project from LS, train, rank the pool, push the ranking back.
+
+`run_job(settings, store, job_id)` is the one job function; both runners (`ls_backend.runners`) call it.
+Steps and their progress fractions are recorded in the store as the job goes:
+
+1. pull every task with its annotations (paginated, through the SDK);
+2. fetch media that is not cached yet;
+3. `engine.fit` on the labeled tasks (label + observed `lead_time`), `engine.rank` on the unlabeled pool;
+4. save the model atomically under MODEL_DIR (a crash before this point leaves the previous model serving);
+5. import one prediction per pool task (`score = 1 - priority`, the predicted class as result), then set the
+   project's `model_version` (and sampling), keep the "AutoAL priority" tab, drop old prediction versions;
+6. commit the model row, the ranking and its provenance to SQLite in one transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ls_backend.labeling import LabelConfigError, LabelingInterface, parse_label_config, task_label
+from ls_backend.labelstudio import (
+    UNCERTAINTY_SAMPLING,
+    LabelStudioClient,
+    LabelStudioError,
+    LabelStudioUnavailable,
+)
+from ls_backend.media import MediaFetcher
+from ls_backend.settings import PRIORITY_VIEW_TITLE, Settings
+from ls_backend.store import Store
+
+logger = logging.getLogger(__name__)
+
+VERSION_PREFIX = "autoal-v"
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    status: str  # done | skipped | failed | not-run
+    message: str | None = None
+    retryable: bool = False  # failed because LS was unavailable: run again later
+
+
+class SkipJob(Exception):
+    """Nothing to train on yet (e.g. fewer than two labeled classes); not an error."""
+
+
+def connect(settings: Settings, store: Store, project_id: int) -> LabelStudioClient:
+    """An LS client for the project: LABEL_STUDIO_URL, else the hostname LS sent to /setup."""
+    project = store.project(project_id) or {}
+    url = settings.label_studio_url or project.get("hostname")
+    return LabelStudioClient(
+        url or "",
+        settings.label_studio_api_key or "",
+        timeout=settings.ls_timeout,
+        retries=settings.ls_retries,
+        backoff=settings.ls_backoff,
+    )
+
+
+def run_job(settings: Settings, store: Store, job_id: int) -> JobOutcome:
+    """Run one queued job to its end; never raises (the outcome and the store say what happened)."""
+    job = store.start_job(job_id)
+    if job is None:
+        logger.info("job %s is not queued any more; nothing to do", job_id)
+        return JobOutcome("not-run")
+    project_id = int(job["project_id"])
+    logger.info("job %s: retrain and rank project %s (trigger %s)", job_id, project_id, job["trigger"])
+    try:
+        message = RetrainAndRank(settings, store, project_id, job_id).run()
+    except SkipJob as reason:
+        logger.info("job %s skipped: %s", job_id, reason)
+        store.finish_job(job_id, "skipped", str(reason))
+        return JobOutcome("skipped", str(reason))
+    except LabelStudioUnavailable as error:
+        logger.warning("job %s failed, Label Studio unavailable: %s", job_id, error)
+        store.finish_job(job_id, "failed", str(error))
+        return JobOutcome("failed", str(error), retryable=True)
+    except (LabelStudioError, LabelConfigError, ValueError) as error:
+        logger.warning("job %s failed: %s", job_id, error)
+        store.finish_job(job_id, "failed", str(error))
+        return JobOutcome("failed", str(error))
+    except Exception as error:  # a job must never kill its worker
+        logger.exception("job %s crashed", job_id)
+        message = f"internal error: {type(error).__name__}: {error}"
+        store.finish_job(job_id, "failed", message)
+        return JobOutcome("failed", message)
+    store.finish_job(job_id, "done")
+    logger.info("job %s done: %s", job_id, message)
+    return JobOutcome("done", message)
+
+
+class RetrainAndRank:
+    def __init__(self, settings: Settings, store: Store, project_id: int, job_id: int) -> None:
+        self.settings = settings
+        self.store = store
+        self.project_id = project_id
+        self.job_id = job_id
+
+    def stage(self, name: str, progress: float, **fields: Any) -> None:
+        self.store.update_job(self.job_id, stage=name, progress=round(progress, 3), **fields)
+
+    def run(self) -> str:
+        self.stage("pulling tasks", 0.02)
+        ls = connect(self.settings, self.store, self.project_id)
+        interface = self.interface(ls)
+        tasks = ls.tasks(self.project_id, page_size=self.settings.page_size)
+        labeled, pool = split_tasks(tasks, interface)
+        self.stage("fetching media", 0.1, n_labels=len(labeled), n_pool=len(pool))
+        check_trainable(labeled, pool)
+
+        fetcher = MediaFetcher(
+            self.settings.media_dir,
+            ls,
+            allowed_hosts=self.settings.media_allowed_hosts,
+            max_bytes=self.settings.media_max_bytes,
+            workers=self.settings.media_workers,
+            timeout=self.settings.ls_timeout,
+        )
+        try:
+            references = {task["id"]: interface.image_url(task) or "" for task in [*labeled, *pool]}
+            paths = fetcher.fetch_all(references)
+        finally:
+            fetcher.close()
+        failed = len(references) - len(paths)
+        labeled = [task for task in labeled if task["id"] in paths]
+        pool = [task for task in pool if task["id"] in paths]
+        self.stage("training", 0.3, n_labels=len(labeled), n_pool=len(pool), n_media_failed=failed)
+        check_trainable(labeled, pool)
+
+        from autoal_engine.engine import Engine
+
+        started = time.perf_counter()
+        engine = Engine(self.settings.engine_config())
+        engine.fit(
+            [str(paths[task["id"]]) for task in labeled],
+            [task["label"].label for task in labeled],
+            np.array([task["label"].lead_time for task in labeled], dtype=float),
+            classes=list(interface.classes),
+            pool_size=len(pool),
+        )
+        train_seconds = time.perf_counter() - started
+        self.stage("ranking", 0.7, train_seconds=train_seconds)
+        started = time.perf_counter()
+        ranking = engine.rank([str(paths[task["id"]]) for task in pool])
+        rank_seconds = time.perf_counter() - started
+
+        version = self.store.reserve_version(self.project_id)
+        checkpoint = self.settings.checkpoint_dir(self.project_id, version)
+        engine.save(checkpoint)
+        self.stage("pushing predictions", 0.8, rank_seconds=rank_seconds, model_version=version)
+
+        started = time.perf_counter()
+        rows = ranking_rows([task["id"] for task in pool], ranking)
+        predictions = [
+            {
+                "task": row["task_id"],
+                "result": interface.result_for(row["predicted_label"]),
+                "score": row["score"],
+                "model_version": version,
+            }
+            for row in rows
+        ]
+        ls.import_predictions(self.project_id, predictions, batch=self.settings.import_batch)
+        self.stage("updating project", 0.95)
+        ls.update_project(
+            self.project_id,
+            model_version=version,
+            sampling=UNCERTAINTY_SAMPLING if self.settings.set_uncertainty_sampling else None,
+        )
+        ls.ensure_priority_view(self.project_id, PRIORITY_VIEW_TITLE)
+        push_seconds = time.perf_counter() - started
+        self.stage("saving", 0.98, push_seconds=push_seconds)
+
+        report = engine.report
+        self.store.commit_model(
+            self.project_id,
+            {
+                "model_version": version,
+                "checkpoint": str(checkpoint),
+                "n_labels": len(labeled),
+                "n_pool": len(pool),
+                "holdout_accuracy": report.get("holdout_accuracy"),
+                "classes": list(interface.classes),
+                "strategy_weights": ranking.mean_strategy_weights or report.get("mean_strategy_weights"),
+                "cost_report": report.get("cost"),
+                "report": report,
+                "job_id": self.job_id,
+            },
+            rows,
+        )
+        self.drop_old_versions(ls, version)
+        return f"{version}: {len(labeled)} labels, {len(pool)} tasks ranked"
+
+    def interface(self, ls: LabelStudioClient) -> LabelingInterface:
+        """The stored label config, or the project's current one read from LS."""
+        project = self.store.project(self.project_id) or {}
+        if project.get("interface"):
+            return LabelingInterface.from_dict(project["interface"])
+        label_config = ls.project(self.project_id).get("label_config") or ""
+        try:
+            interface = parse_label_config(label_config)
+        except LabelConfigError as error:
+            self.store.save_label_config(self.project_id, label_config, None, str(error))
+            raise
+        self.store.save_label_config(self.project_id, label_config, interface.to_dict(), None)
+        return interface
+
+    def drop_old_versions(self, ls: LabelStudioClient, current: str) -> None:
+        """Delete our prediction versions in LS and our checkpoints beyond the newest `keep_versions`."""
+        keep = {
+            model["model_version"]
+            for model in self.store.model_history(self.project_id, self.settings.keep_versions)
+        }
+        keep.add(current)
+        try:
+            for version in ls.model_versions(self.project_id):
+                if version.startswith(VERSION_PREFIX) and version not in keep:
+                    deleted = ls.delete_model_version(self.project_id, version)
+                    logger.info("project %s: deleted %s predictions of %s", self.project_id, deleted, version)
+        except LabelStudioError as error:  # cleanup only; the next job tries again
+            logger.warning("project %s: old prediction versions not deleted: %s", self.project_id, error)
+        models_dir = self.settings.checkpoint_dir(self.project_id, current).parent
+        for directory in models_dir.iterdir() if models_dir.exists() else []:
+            if directory.is_dir() and directory.name not in keep:
+                shutil.rmtree(directory, ignore_errors=True)
+
+
+def split_tasks(
+    tasks: list[dict[str, Any]], interface: LabelingInterface
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(labeled tasks, each with a "label" TaskLabel; unlabeled pool: tasks without any annotation).
+
+    Skipped annotations (was_cancelled) are not labels, and a skipped task is not in the pool either.
+    """
+    labeled, pool = [], []
+    for task in tasks:
+        label = task_label(task, interface)
+        if label is not None:
+            labeled.append({**task, "label": label})
+        elif (
+            not task.get("annotations")
+            and not task.get("total_annotations")
+            and not task.get("cancelled_annotations")
+        ):
+            pool.append(task)
+    return labeled, pool
+
+
+def check_trainable(labeled: list[dict[str, Any]], pool: list[dict[str, Any]]) -> None:
+    classes = {task["label"].label for task in labeled}
+    if len(classes) < 2:
+        raise SkipJob(
+            f"waiting for labels: {len(labeled)} labeled tasks in {len(classes)} classes, 2 classes needed"
+        )
+    if not pool:
+        raise SkipJob("no unlabeled tasks to rank")
+
+
+def ranking_rows(task_ids: list[int], ranking: Any) -> list[dict[str, Any]]:
+    """One row per pool task: rank (1 = serve first), priority, score = 1 - priority, and provenance."""
+    priority = np.clip(np.asarray(ranking.priority, dtype=float), 0.0, 1.0)
+    positions = np.empty(len(priority), dtype=int)
+    positions[np.asarray(ranking.order)] = np.arange(1, len(priority) + 1)
+    probabilities = np.asarray(ranking.probabilities, dtype=float)
+    weights = np.asarray(ranking.strategy_weights, dtype=float)
+    names = list(ranking.strategy_names)
+    rows = []
+    for i, task_id in enumerate(task_ids):
+        rows.append(
+            {
+                "task_id": int(task_id),
+                "rank": int(positions[i]),
+                "priority": float(priority[i]),
+                "score": float(1.0 - priority[i]),
+                "predicted_label": str(ranking.predicted_label[i]),
+                "confidence": float(probabilities[i].max()) if probabilities.size else None,
+                "predicted_cost": _number(ranking.predicted_cost[i]),
+                "informativeness": _number(ranking.informativeness[i]),
+                "strategy_weights": {
+                    name: round(float(weight), 5) for name, weight in zip(names, weights[i], strict=True)
+                },
+            }
+        )
+    return rows
+
+
+def latest_checkpoint(store: Store, project_id: int) -> tuple[str, Path] | None:
+    """(version, directory) of the project's current model, or None before the first one."""
+    version = store.current_version(project_id)
+    model = store.model(project_id, version) if version else None
+    return (version, Path(model["checkpoint"])) if model else None
+
+
+def _number(value: Any) -> float | None:
+    number = float(value)
+    return number if math.isfinite(number) else None

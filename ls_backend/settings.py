@@ -1,0 +1,181 @@
+"""Every setting of the backend, read from the environment in one place.
+
+Names users of the Label Studio ML backend know keep their meaning (``LABEL_STUDIO_URL``,
+``LABEL_STUDIO_API_KEY``, ``BASIC_AUTH_USER``, ``BASIC_AUTH_PASS``, ``MODEL_DIR``, ``REDIS_URL``,
+``LOG_LEVEL``); this project's own settings start with ``AUTOAL_``. A malformed value raises a
+``ValueError`` naming the variable, so a bad deployment fails at start, not in the middle of a job.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+PRIORITY_VIEW_TITLE = "AutoAL priority"
+
+
+@dataclass(frozen=True)
+class Settings:
+    label_studio_url: str | None = None  # LABEL_STUDIO_URL (else LABEL_STUDIO_HOST; else the /setup hostname)
+    label_studio_api_key: str | None = None  # LABEL_STUDIO_API_KEY: legacy token or personal access token
+    basic_auth_user: str | None = None  # BASIC_AUTH_USER
+    basic_auth_pass: str | None = None  # BASIC_AUTH_PASS
+    model_dir: Path = Path("model_dir")  # MODEL_DIR: SQLite store, checkpoints, media cache
+    redis_url: str | None = None  # REDIS_URL: when set, jobs run on RQ workers (`autoal worker`)
+    rq_queue: str = "autoal"  # AUTOAL_RQ_QUEUE
+    log_level: str = "INFO"  # LOG_LEVEL
+    device: str = "auto"  # AUTOAL_DEVICE: auto | cpu | cuda | cuda:N
+    engine_overrides: dict[str, Any] = field(default_factory=dict)  # AUTOAL_ENGINE_CONFIG (JSON object)
+    set_uncertainty_sampling: bool = True  # AUTOAL_SET_UNCERTAINTY_SAMPLING
+    keep_versions: int = 3  # AUTOAL_KEEP_VERSIONS: prediction versions kept in LS
+    patch_webhook_auth: bool = True  # AUTOAL_PATCH_WEBHOOK_AUTH: add basic auth to LS's auto-created webhook
+    media_allowed_hosts: tuple[str, ...] = ()  # AUTOAL_MEDIA_ALLOWED_HOSTS: extra hosts media may come from
+    media_max_bytes: int = 50_000_000  # AUTOAL_MEDIA_MAX_BYTES
+    media_workers: int = 8  # AUTOAL_MEDIA_WORKERS: parallel downloads
+    ls_timeout: float = 30.0  # AUTOAL_LS_TIMEOUT: seconds per LS request
+    ls_retries: int = 4  # AUTOAL_LS_RETRIES: retries of a failed LS request (backoff doubles)
+    ls_backoff: float = 1.0  # AUTOAL_LS_BACKOFF: first retry delay in seconds
+    job_retries: int = 3  # AUTOAL_JOB_RETRIES: automatic re-runs after a job fails on LS errors
+    job_retry_delay: float = 30.0  # AUTOAL_JOB_RETRY_DELAY: first re-run delay in seconds (doubles)
+    job_timeout: int = 3600  # AUTOAL_JOB_TIMEOUT: RQ job timeout, and age after which "running" is stale
+    page_size: int = 500  # AUTOAL_PAGE_SIZE: tasks per page when listing a project
+    import_batch: int = 1000  # AUTOAL_IMPORT_BATCH: predictions per bulk import request
+    predict_max_unscored: int = 1000  # AUTOAL_PREDICT_MAX_UNSCORED: unranked tasks scored per /predict call
+
+    @property
+    def basic_auth_enabled(self) -> bool:
+        return bool(self.basic_auth_user) and bool(self.basic_auth_pass)
+
+    @property
+    def database_path(self) -> Path:
+        return self.model_dir / "autoal.sqlite3"
+
+    @property
+    def media_dir(self) -> Path:
+        return self.model_dir / "media"
+
+    def checkpoint_dir(self, project_id: int, model_version: str) -> Path:
+        return self.model_dir / "projects" / str(project_id) / "models" / model_version
+
+    def engine_config(self) -> Any:
+        """The engine's `EngineConfig`: device defaults, then the AUTOAL_ENGINE_CONFIG overrides."""
+        from autoal_engine.config import EngineConfig
+
+        device = self.device
+        if device == "auto":
+            import torch
+
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        base = EngineConfig.for_device(device).to_dict()
+        try:
+            return EngineConfig.from_dict(_deep_merge(base, self.engine_overrides))
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"AUTOAL_ENGINE_CONFIG: {error}") from error
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        reader = _Reader(env)
+        return cls(
+            label_studio_url=reader.text("LABEL_STUDIO_URL") or reader.text("LABEL_STUDIO_HOST"),
+            label_studio_api_key=reader.text("LABEL_STUDIO_API_KEY")
+            or reader.text("LABEL_STUDIO_ACCESS_TOKEN"),
+            basic_auth_user=reader.text("BASIC_AUTH_USER"),
+            basic_auth_pass=reader.text("BASIC_AUTH_PASS"),
+            model_dir=Path(reader.text("MODEL_DIR") or "model_dir"),
+            redis_url=reader.text("REDIS_URL"),
+            rq_queue=reader.text("AUTOAL_RQ_QUEUE") or "autoal",
+            log_level=(reader.text("LOG_LEVEL") or "INFO").upper(),
+            device=reader.text("AUTOAL_DEVICE") or "auto",
+            engine_overrides=reader.json_object("AUTOAL_ENGINE_CONFIG"),
+            set_uncertainty_sampling=reader.flag("AUTOAL_SET_UNCERTAINTY_SAMPLING", True),
+            keep_versions=reader.integer("AUTOAL_KEEP_VERSIONS", 3, minimum=1),
+            patch_webhook_auth=reader.flag("AUTOAL_PATCH_WEBHOOK_AUTH", True),
+            media_allowed_hosts=reader.hosts("AUTOAL_MEDIA_ALLOWED_HOSTS"),
+            media_max_bytes=reader.integer("AUTOAL_MEDIA_MAX_BYTES", 50_000_000, minimum=1),
+            media_workers=reader.integer("AUTOAL_MEDIA_WORKERS", 8, minimum=1),
+            ls_timeout=reader.number("AUTOAL_LS_TIMEOUT", 30.0, minimum=0.1),
+            ls_retries=reader.integer("AUTOAL_LS_RETRIES", 4, minimum=0),
+            ls_backoff=reader.number("AUTOAL_LS_BACKOFF", 1.0, minimum=0.0),
+            job_retries=reader.integer("AUTOAL_JOB_RETRIES", 3, minimum=0),
+            job_retry_delay=reader.number("AUTOAL_JOB_RETRY_DELAY", 30.0, minimum=0.0),
+            job_timeout=reader.integer("AUTOAL_JOB_TIMEOUT", 3600, minimum=10),
+            page_size=reader.integer("AUTOAL_PAGE_SIZE", 500, minimum=1),
+            import_batch=reader.integer("AUTOAL_IMPORT_BATCH", 1000, minimum=1),
+            predict_max_unscored=reader.integer("AUTOAL_PREDICT_MAX_UNSCORED", 1000, minimum=0),
+        )
+
+
+class _Reader:
+    """Typed access to environment variables; errors name the variable."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+
+    def text(self, name: str) -> str | None:
+        value = self.env.get(name, "").strip()
+        return value or None
+
+    def flag(self, name: str, default: bool) -> bool:
+        value = self.text(name)
+        if value is None:
+            return default
+        if value.lower() in ("1", "true", "yes", "on"):
+            return True
+        if value.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"{name} must be true or false, got {value!r}")
+
+    def integer(self, name: str, default: int, minimum: int) -> int:
+        value = self.text(name)
+        if value is None:
+            return default
+        try:
+            number = int(value)
+        except ValueError:
+            raise ValueError(f"{name} must be an integer, got {value!r}") from None
+        if number < minimum:
+            raise ValueError(f"{name} must be >= {minimum}, got {number}")
+        return number
+
+    def number(self, name: str, default: float, minimum: float) -> float:
+        value = self.text(name)
+        if value is None:
+            return default
+        try:
+            number = float(value)
+        except ValueError:
+            raise ValueError(f"{name} must be a number, got {value!r}") from None
+        if not number >= minimum:
+            raise ValueError(f"{name} must be >= {minimum}, got {number}")
+        return number
+
+    def json_object(self, name: str) -> dict[str, Any]:
+        value = self.text(name)
+        if value is None:
+            return {}
+        try:
+            data = json.loads(value)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{name} is not valid JSON: {error}") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"{name} must be a JSON object")
+        return data
+
+    def hosts(self, name: str) -> tuple[str, ...]:
+        value = self.text(name) or ""
+        return tuple(host.strip().lower() for host in value.split(",") if host.strip())
+
+
+def _deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
