@@ -1,0 +1,276 @@
+"""``autoal bench``: replay pool-based active learning offline and write results.json, report.md and plots.
+
+    autoal bench --dataset digits --strategies random,margin,autoal --peers albl \\
+        --init 20 --batch 10 --budget 300 --seeds 10 --cost-model constant --out bench_out/digits
+
+``main(argv)`` returns a process exit code: 0 on success, 2 for bad input (with a one-line message).
+Results are saved after every finished (seed, strategy) run; ``--resume`` continues an interrupted run
+with the same settings, and ``--report-only`` rewrites report.md and the plots from results.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from autoal_engine.bench.costs import COST_MODELS, item_costs
+from autoal_engine.bench.datasets import DatasetUnavailable, load_dataset
+from autoal_engine.bench.peers import PEERS, PeerUnavailable, peer_selector
+from autoal_engine.bench.report import write_report
+from autoal_engine.bench.selectors import AUTOAL, engine_selector
+from autoal_engine.bench.simulate import ReplaySettings, rounds_per_run, run_dataset
+from autoal_engine.config import DEFAULT_STRATEGIES, EngineConfig
+
+logger = logging.getLogger(__name__)
+
+SCHEMA = "autoal-bench/1"
+DEFAULT_STRATEGY_LIST = ",".join(("random", *DEFAULT_STRATEGIES, AUTOAL))
+# settings that must match for --resume to add runs to an existing results.json
+RESUME_KEYS = ("init", "batch", "budget", "test_fraction", "max_test", "cost_model", "fashion_size", "engine")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="autoal bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--dataset", default="",
+                        help="comma-separated: digits, mnist5k, fashion, an image folder, "
+                             "or a Label Studio JSON export")
+    parser.add_argument("--strategies", default=DEFAULT_STRATEGY_LIST,
+                        help="comma-separated engine strategies, 'autoal' and 'autoal_cost' "
+                             "(default: random, "
+                             "every default candidate, autoal)")
+    parser.add_argument("--peers", default="", help=f"comma-separated peers ({', '.join(PEERS)}) or 'all'")
+    parser.add_argument("--init", type=int, default=20, help="initial random labels (default 20)")
+    parser.add_argument("--batch", type=int, default=20,
+                        help="labels per round; 1 mimics Label Studio's queue")
+    parser.add_argument("--budget", type=int, default=500,
+                        help="total labels, initial set included (default 500)")
+    parser.add_argument("--seeds", type=int, default=10, help="number of seeds (default 10)")
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="seeds are first-seed .. first-seed+seeds-1")
+    parser.add_argument("--cost-model", default="constant", choices=COST_MODELS)
+    parser.add_argument("--out", required=True, type=Path, help="output folder")
+    parser.add_argument("--test-fraction", type=float, default=0.2,
+                        help="stratified test share (default 0.2)")
+    parser.add_argument("--max-test", type=int, default=2000, help="cap on the test set size (default 2000)")
+    parser.add_argument("--fashion-size", type=int, default=12000,
+                        help="stratified Fashion-MNIST subsample (of 70,000; default 12000)")
+    parser.add_argument("--image-size", type=int,
+                        help="the task model's input size (model.image_size; default the engine's, 32); "
+                             "images of a folder or export are also loaded at this size")
+    parser.add_argument("--engine-config", type=Path,
+                        help="JSON file with EngineConfig fields (see config.py)")
+    parser.add_argument("--train-steps", type=int, help="override model.train_steps")
+    parser.add_argument("--fitnet-steps", type=int, help="override search.fitnet_steps")
+    parser.add_argument("--search-iterations", type=int, help="override search.iterations")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (model.threads)")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep finished runs in OUT/results.json, add the rest")
+    parser.add_argument("--report-only", action="store_true",
+                        help="rewrite report.md and plots from results.json")
+    parser.add_argument("--merge", type=Path, nargs="+", metavar="RESULTS",
+                        help="with --report-only: merge these results.json files (same settings, other seeds "
+                             "or strategies) into OUT/results.json first")
+    parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser.parse_args(argv)
+
+
+def split_list(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def engine_config(args: argparse.Namespace) -> EngineConfig:
+    """The base engine configuration (task model, search, cost) shared by every strategy."""
+    if args.engine_config:
+        try:
+            config = EngineConfig.from_dict(json.loads(args.engine_config.read_text()))
+        except (OSError, json.JSONDecodeError) as error:
+            raise ValueError(f"--engine-config {args.engine_config}: {error}") from error
+    else:
+        config = EngineConfig()
+    if args.train_steps is not None:
+        config.model.train_steps = args.train_steps
+    if args.fitnet_steps is not None:
+        config.search.fitnet_steps = args.fitnet_steps
+    if args.search_iterations is not None:
+        config.search.iterations = args.search_iterations
+    if args.threads is not None:
+        config.model.threads = args.threads
+    if args.image_size is not None:
+        config.model.image_size = args.image_size
+    config.batch_size = args.batch
+    config.validate()
+    return config
+
+
+def build_selectors(args: argparse.Namespace) -> list[Any]:
+    names = split_list(args.strategies)
+    peers = list(PEERS) if args.peers.strip() == "all" else split_list(args.peers)
+    if not names and not peers:
+        raise ValueError("--strategies and --peers are both empty")
+    if len(set(names)) != len(names) or len(set(peers)) != len(peers):
+        raise ValueError("--strategies / --peers list a name twice")
+    return [engine_selector(n) for n in names] + [peer_selector(p) for p in peers]
+
+
+def settings_dict(args: argparse.Namespace, config: EngineConfig, seeds: list[int]) -> dict[str, Any]:
+    return {
+        "init": args.init,
+        "batch": args.batch,
+        "budget": args.budget,
+        "seeds": seeds,
+        "test_fraction": args.test_fraction,
+        "max_test": args.max_test,
+        "cost_model": args.cost_model,
+        "fashion_size": args.fashion_size,
+        "engine": config.to_dict(),
+    }
+
+
+def save_json(data: dict[str, Any], path: Path) -> None:
+    """Write atomically: a crash never leaves half a results.json."""
+    temporary = path.with_suffix(".json.tmp")
+    temporary.write_text(json.dumps(data, indent=1, default=_json_default))
+    os.replace(temporary, path)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (np.integer, np.floating)):
+        return value.item()
+    if isinstance(value, tuple):
+        return list(value)
+    raise TypeError(f"cannot serialize {type(value).__name__}")
+
+
+def load_previous(path: Path, settings: dict[str, Any]) -> dict[str, Any]:
+    """results.json of an interrupted benchmark whose settings match; ValueError naming a mismatch."""
+    previous = json.loads(path.read_text())
+    if previous.get("schema") != SCHEMA:
+        raise ValueError(f"{path}: not an {SCHEMA} results file")
+    for key in RESUME_KEYS:
+        old, new = previous["settings"].get(key), json.loads(json.dumps(settings[key], default=_json_default))
+        if old != new:
+            raise ValueError(f"--resume: setting {key!r} differs from {path} ({old!r} there)")
+    seeds = sorted(set(previous["settings"]["seeds"]) | set(settings["seeds"]))
+    previous["settings"]["seeds"] = seeds
+    return previous
+
+
+def merge_results(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Join results of the same settings run in separate processes (e.g. seeds 0-4 and 5-9)."""
+    merged = json.loads(json.dumps(parts[0]))
+    for part in parts[1:]:
+        for key in RESUME_KEYS:
+            if part["settings"].get(key) != merged["settings"].get(key):
+                raise ValueError(f"--merge: setting {key!r} differs between the results files")
+        seeds = set(merged["settings"]["seeds"]) | set(part["settings"]["seeds"])
+        merged["settings"]["seeds"] = sorted(seeds)
+        for name, data in part["datasets"].items():
+            entry = merged["datasets"].setdefault(name, {**data, "runs": []})
+            have = {(r["seed"], r["strategy"]) for r in entry["runs"]}
+            entry["runs"].extend(r for r in data["runs"] if (r["seed"], r["strategy"]) not in have)
+    return merged
+
+
+def make_progress(total: int, disabled: bool) -> Any:
+    """A tqdm progress bar over rounds (None when disabled or tqdm is not installed)."""
+    if disabled or total <= 0:
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, unit="round", dynamic_ncols=True, file=sys.stderr)
+
+
+def run(args: argparse.Namespace) -> Path:
+    args.out.mkdir(parents=True, exist_ok=True)
+    results_path = args.out / "results.json"
+    if args.report_only:
+        if args.merge:
+            save_json(merge_results([json.loads(Path(p).read_text()) for p in args.merge]), results_path)
+        if not results_path.exists():
+            raise ValueError(f"--report-only: {results_path} does not exist")
+        return write_report(json.loads(results_path.read_text()), args.out, plots=not args.no_plots)
+    if not split_list(args.dataset):
+        raise ValueError("--dataset is required (digits, mnist5k, fashion, a folder or a JSON export)")
+    config = engine_config(args)
+    selectors = build_selectors(args)
+    if args.seeds < 1:
+        raise ValueError("--seeds must be at least 1")
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
+    replay = ReplaySettings(args.init, args.batch, args.budget, args.test_fraction, args.max_test)
+    settings = settings_dict(args, config, seeds)
+    if args.resume and results_path.exists():
+        results = load_previous(results_path, settings)
+    elif results_path.exists():
+        raise ValueError(f"{results_path} exists: pass --resume to continue it or choose another --out")
+    else:
+        results = {"schema": SCHEMA, "settings": settings, "datasets": {}}
+    results["updated"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    datasets = [load_dataset(n, fashion_size=args.fashion_size, image_size=config.model.image_size)
+                for n in split_list(args.dataset)]
+    for dataset in datasets:
+        replay.validate(len(dataset), dataset.n_classes)
+    done = {d.name: {(r["seed"], r["strategy"]) for r in results["datasets"].get(d.name, {}).get("runs", [])}
+            for d in datasets}
+    todo = sum(1 for d in datasets for s in seeds for sel in selectors if (s, sel.name) not in done[d.name])
+    progress = make_progress(todo * rounds_per_run(replay), args.no_progress)
+    try:
+        for dataset in datasets:
+            costs = item_costs(dataset, args.cost_model)
+            entry = results["datasets"].setdefault(dataset.name, {"runs": []})
+            entry.update({
+                "n_items": len(dataset),
+                "n_pool": len(dataset) - replay.test_size(len(dataset)),
+                "n_test": replay.test_size(len(dataset)),
+                "n_classes": dataset.n_classes,
+                "class_names": list(dataset.class_names),
+                "cost_model": args.cost_model,
+                "cost_summary": {
+                    "mean": float(costs.mean()), "min": float(costs.min()), "max": float(costs.max()),
+                },
+            })
+
+            def keep(run: dict[str, Any], entry: dict[str, Any] = entry) -> None:
+                entry["runs"].append(run)
+                save_json(results, results_path)
+
+            if progress is not None:
+                progress.set_description(dataset.name)
+            run_dataset(dataset, costs, selectors, replay, config, seeds, done=done[dataset.name],
+                        on_run=keep, on_round=progress.update if progress is not None else None)
+            save_json(results, results_path)
+    finally:
+        if progress is not None:
+            progress.close()
+    return write_report(results, args.out, plots=not args.no_plots)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``autoal bench``; returns the exit code."""
+    try:
+        args = parse_args(argv)
+    except SystemExit as exit_:  # argparse already printed the usage error
+        return int(exit_.code or 0)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        report = run(args)
+    except (ValueError, DatasetUnavailable, PeerUnavailable) as error:
+        print(f"autoal bench: error: {error}", file=sys.stderr)
+        return 2
+    print(f"wrote {report} and {report.parent / 'results.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

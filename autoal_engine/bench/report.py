@@ -1,0 +1,285 @@
+"""Summaries, the markdown report and the PNG plots, all computed from a results.json dictionary.
+
+Per data set and strategy (over seeds): normalized AUBC mean +- std; the paired AUBC difference vs random on
+the same seeds with wins/n; final accuracy; labels needed to reach random's final accuracy and the labeling
+cost saved vs random at that target (both read off the seed-averaged curves); mean train and query seconds
+per round. Then the goal check: AutoAL vs the best single candidate in hindsight, vs random, vs ALBL.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from autoal_engine.bench.metrics import Paired, cost_saved, first_reaching, normalized_aubc, paired_difference
+
+logger = logging.getLogger(__name__)
+
+RANDOM = "random"
+AUTOAL = "autoal"
+NON_CANDIDATES = (RANDOM, "autoal", "autoal_cost")
+ALBL = "libact.albl"
+
+
+@dataclass
+class Curve:
+    """One strategy's runs on one data set, aligned by round: arrays shaped (seeds, rounds)."""
+
+    seeds: list[int]
+    labels: np.ndarray
+    cost: np.ndarray
+    accuracy: np.ndarray
+    train_seconds: np.ndarray
+    query_seconds: np.ndarray
+    weights: list[list[dict[str, float]]]  # per seed, per round: AutoAL's mean strategy weights
+
+    @property
+    def aubc(self) -> np.ndarray:
+        pairs = zip(self.labels, self.accuracy, strict=True)
+        return np.array([normalized_aubc(labels, accuracy) for labels, accuracy in pairs])
+
+
+def curves(runs: list[dict[str, Any]]) -> dict[str, Curve]:
+    """Group runs by strategy; only runs with the most common number of rounds are kept (complete runs)."""
+    by_strategy: dict[str, list[dict[str, Any]]] = {}
+    for run in runs:
+        by_strategy.setdefault(run["strategy"], []).append(run)
+    result = {}
+    for name, group in by_strategy.items():
+        lengths = [len(r["rounds"]) for r in group]
+        full = max(set(lengths), key=lengths.count)
+        group = sorted((r for r in group if len(r["rounds"]) == full), key=lambda r: r["seed"])
+
+        def column(key: str, group: list[dict[str, Any]] = group) -> np.ndarray:
+            return np.array([[rnd[key] for rnd in r["rounds"]] for r in group], dtype=np.float64)
+
+        result[name] = Curve(
+            seeds=[r["seed"] for r in group],
+            labels=column("labels"),
+            cost=column("cost"),
+            accuracy=column("accuracy"),
+            train_seconds=column("train_seconds"),
+            query_seconds=column("query_seconds"),
+            weights=[[rnd.get("mean_strategy_weights") or {} for rnd in r["rounds"]] for r in group],
+        )
+    return result
+
+
+def paired(a: Curve, b: Curve) -> Paired | None:
+    """Paired AUBC difference a - b over the seeds both have."""
+    common = sorted(set(a.seeds) & set(b.seeds))
+    if not common:
+        return None
+    pick = lambda c: c.aubc[[c.seeds.index(s) for s in common]]  # noqa: E731
+    return paired_difference(pick(a), pick(b))
+
+
+def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per strategy (random first, then by mean AUBC), with every number the report shows."""
+    grouped = curves(runs)
+    reference = grouped.get(RANDOM)
+    target = float(reference.accuracy[:, -1].mean()) if reference else None
+    reference_cost = reaching_cost(reference, target) if reference else None
+    rows = []
+    for name, curve in grouped.items():
+        mean_acc = curve.accuracy.mean(axis=0)
+        vs_random = paired(curve, reference) if reference and name != RANDOM else None
+        labels_needed = first_reaching(curve.labels.mean(axis=0), mean_acc, target) if target else None
+        rows.append({
+            "strategy": name,
+            "seeds": len(curve.seeds),
+            "aubc_mean": float(curve.aubc.mean()),
+            "aubc_std": float(curve.aubc.std(ddof=1)) if len(curve.seeds) > 1 else 0.0,
+            "vs_random": vs_random,
+            "final_accuracy": float(mean_acc[-1]),
+            "final_labels": int(curve.labels[0, -1]),
+            "labels_to_random_final": labels_needed,
+            "cost_saved_vs_random": (cost_saved(reaching_cost(curve, target), reference_cost)
+                                     if target else None),
+            "train_seconds": float(curve.train_seconds.mean()),
+            # the last round picks nothing
+            "query_seconds": (float(curve.query_seconds[:, :-1].mean())
+                              if curve.query_seconds.shape[1] > 1 else 0.0),
+        })
+    rows.sort(key=lambda r: (r["strategy"] != RANDOM, -r["aubc_mean"]))
+    return rows
+
+
+def reaching_cost(curve: Curve | None, target: float | None) -> float | None:
+    """Mean cumulative cost at the first round where the seed-averaged accuracy reaches ``target``."""
+    if curve is None or target is None:
+        return None
+    return first_reaching(curve.cost.mean(axis=0), curve.accuracy.mean(axis=0), target)
+
+
+def goal_check(runs: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """AutoAL vs the best single candidate in hindsight (by mean AUBC), vs random and vs ALBL."""
+    grouped = curves(runs)
+    autoal = grouped.get(AUTOAL)
+    if autoal is None:
+        return None
+    candidates = {n: c for n, c in grouped.items() if n not in NON_CANDIDATES and "." not in n}
+    best = max(candidates, key=lambda n: candidates[n].aubc.mean()) if candidates else None
+    check: dict[str, Any] = {"autoal_aubc": float(autoal.aubc.mean()), "best_candidate": best}
+    if best is not None:
+        check["best_candidate_aubc"] = float(candidates[best].aubc.mean())
+        check["vs_best"] = paired(autoal, candidates[best])
+        check["meets_best"] = check["autoal_aubc"] >= check["best_candidate_aubc"] - 0.005
+    if RANDOM in grouped:
+        check["vs_random"] = paired(autoal, grouped[RANDOM])
+        wins, n = check["vs_random"].wins, check["vs_random"].n
+        check["meets_random"] = check["vs_random"].mean > 0 and wins >= int(np.ceil(0.9 * n))
+    if ALBL in grouped:
+        check["vs_albl"] = paired(autoal, grouped[ALBL])
+        check["meets_albl"] = check["vs_albl"].mean > 0
+    return check
+
+
+def fmt(value: float | None, digits: int = 3, signed: bool = False) -> str:
+    if value is None:
+        return "-"
+    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> list[str]:
+    lines = [
+        "| strategy | seeds | AUBC mean +- std | vs random (wins/n) | final acc | labels to random's final "
+        "| cost saved vs random | train s/round | query s/round |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        vs = r["vs_random"]
+        vs_text = f"{fmt(vs.mean, signed=True)} ({vs.wins}/{vs.n})" if vs else "-"
+        needed = r["labels_to_random_final"]
+        labels = f"{needed:.0f}" if needed is not None else "not reached"
+        saved = f"{100 * r['cost_saved_vs_random']:.0f}%" if r["cost_saved_vs_random"] is not None else "-"
+        lines.append(
+            f"| {r['strategy']} | {r['seeds']} | {r['aubc_mean']:.3f} +- {r['aubc_std']:.3f} | {vs_text} "
+            f"| {r['final_accuracy']:.3f} | {labels} | {saved} | {r['train_seconds']:.1f} "
+            f"| {r['query_seconds']:.2f} |"
+        )
+    return lines
+
+
+def goal_lines(check: dict[str, Any] | None) -> list[str]:
+    if check is None:
+        return ["AutoAL was not run on this data set."]
+    lines = []
+    if check.get("best_candidate"):
+        vs = check["vs_best"]
+        lines.append(
+            f"- AutoAL {check['autoal_aubc']:.3f} vs best single candidate `{check['best_candidate']}` "
+            f"{check['best_candidate_aubc']:.3f}: paired {fmt(vs.mean, signed=True)} "
+            f"({vs.wins}/{vs.n} wins); "
+            f"goal (>= best - 0.005) {'met' if check['meets_best'] else 'NOT met'}"
+        )
+    if "vs_random" in check:
+        vs = check["vs_random"]
+        lines.append(
+            f"- AutoAL vs random: paired {fmt(vs.mean, signed=True)} ({vs.wins}/{vs.n} wins); "
+            f"goal (above, >= 90% wins) {'met' if check['meets_random'] else 'NOT met'}"
+        )
+    if "vs_albl" in check:
+        vs = check["vs_albl"]
+        lines.append(
+            f"- AutoAL vs libact ALBL: paired {fmt(vs.mean, signed=True)} ({vs.wins}/{vs.n} wins); "
+            f"goal (above) {'met' if check['meets_albl'] else 'NOT met'}"
+        )
+    return lines
+
+
+def write_report(results: dict[str, Any], out_dir: Path, plots: bool = True) -> Path:
+    """Write report.md (and the PNG plots) for every data set in ``results``; return the report's path."""
+    out_dir = Path(out_dir)
+    settings = results["settings"]
+    engine = settings["engine"]
+    lines = [
+        "# Active-learning benchmark",
+        "",
+        f"Protocol: init {settings['init']}, batch {settings['batch']}, budget {settings['budget']} labels, "
+        f"test fraction {settings['test_fraction']} (at most {settings['max_test']}), "
+        f"cost model `{settings['cost_model']}`, seeds {settings['seeds']}. Task model: "
+        f"{engine['model']['backbone']} at {engine['model']['image_size']} px, "
+        f"{engine['model']['train_steps']} steps; AutoAL search: "
+        f"{engine['search']['iterations']} iterations, FitNet "
+        f"{engine['search']['fitnet_steps']} steps, candidates {', '.join(engine['strategies'])}.",
+        "AUBC = trapz(accuracy, labels) / (budget - init). Paired differences use the same seeds "
+        "(same split, same initial set). Labels / cost to reach random's final accuracy are read off the "
+        "seed-averaged curves ('not reached': never within the budget).",
+        "",
+    ]
+    for name, data in results["datasets"].items():
+        runs = data["runs"]
+        lines += [
+            f"## {name}",
+            "",
+            f"{data['n_pool']} pool / {data['n_test']} test items, {data['n_classes']} classes; "
+            f"cost per label {data['cost_summary']['mean']:.1f} s on average "
+            f"({data['cost_summary']['min']:.1f}-{data['cost_summary']['max']:.1f}).",
+            "",
+        ]
+        if not runs:
+            lines += ["No finished runs yet.", ""]
+            continue
+        lines += markdown_table(summarize(runs)) + [""] + goal_lines(goal_check(runs)) + [""]
+        if plots:
+            for path in plot_dataset(name, runs, out_dir):
+                lines.append(f"![{path.stem}]({path.name})")
+            lines.append("")
+    report = out_dir / "report.md"
+    report.write_text("\n".join(lines) + "\n")
+    return report
+
+
+def plot_dataset(name: str, runs: list[dict[str, Any]], out_dir: Path) -> list[Path]:
+    """Accuracy vs labels and vs cumulative cost (mean +- std bands), and AutoAL's mean weights per round."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    grouped = curves(runs)
+    colors = plt.get_cmap("tab20")
+    paths = []
+    for x_key, x_label in (("labels", "labels"), ("cost", "cumulative labeling cost (s)")):
+        figure, axis = plt.subplots(figsize=(9, 6))
+        for number, (strategy, curve) in enumerate(sorted(grouped.items())):
+            x = getattr(curve, x_key).mean(axis=0)
+            mean, std = curve.accuracy.mean(axis=0), curve.accuracy.std(axis=0)
+            width = 2.5 if strategy in (AUTOAL, RANDOM) else 1.2
+            axis.plot(x, mean, label=f"{strategy} ({len(curve.seeds)})", color=colors(number % 20), lw=width)
+            axis.fill_between(x, mean - std, mean + std, color=colors(number % 20), alpha=0.12)
+        axis.set_xlabel(x_label)
+        axis.set_ylabel("test accuracy")
+        axis.set_title(f"{name}: accuracy vs {x_key} (mean +- std over seeds)")
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=7, ncol=2)
+        path = out_dir / f"{name}_accuracy_vs_{x_key}.png"
+        figure.savefig(path, dpi=110, bbox_inches="tight")
+        plt.close(figure)
+        paths.append(path)
+    autoal = grouped.get(AUTOAL)
+    if autoal is not None and any(any(w) for w in autoal.weights):
+        names = sorted({k for seed in autoal.weights for rnd in seed for k in rnd})
+        rounds = len(autoal.weights[0]) - 1  # the last round has no query
+        weights = np.array([[[seed[r].get(k, np.nan) for k in names] for r in range(rounds)]
+                            for seed in autoal.weights])
+        mean = np.nanmean(weights, axis=0)
+        x = autoal.labels.mean(axis=0)[:rounds]
+        figure, axis = plt.subplots(figsize=(9, 6))
+        for number, strategy in enumerate(names):
+            axis.plot(x, mean[:, number], label=strategy, color=colors(number % 20), lw=1.5)
+        axis.set_xlabel("labels when the batch was chosen")
+        axis.set_ylabel("mean strategy weight")
+        axis.set_title(f"{name}: AutoAL's mean strategy weight per round (mean over seeds)")
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=7, ncol=2)
+        path = out_dir / f"{name}_autoal_weights.png"
+        figure.savefig(path, dpi=110, bbox_inches="tight")
+        plt.close(figure)
+        paths.append(path)
+    return paths

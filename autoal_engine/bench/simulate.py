@@ -1,0 +1,261 @@
+"""Pool-based active learning replayed with oracle labels: the benchmark's loop.
+
+For each seed: one stratified pool/test split and one random initial set, shared by every strategy (a
+paired comparison). For each strategy, each round: train the task model on the labeled set (a fresh
+`Engine`, the same model settings and the same per-round model seed for every strategy), measure test
+accuracy, then ask the strategy's `Selector` for the next batch, label it with the oracle, and add its
+cost. The test set is never queried. A run stops when ``budget`` labels (initial set included) are used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+from sklearn.model_selection import train_test_split
+
+from autoal_engine.bench.datasets import BenchDataset
+from autoal_engine.config import EngineConfig
+from autoal_engine.engine import Engine
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RoundState:
+    """What a selector sees after this round's task model is trained.
+
+    ``oracle_labels`` and ``costs`` cover the whole pool: the simulation's oracle. Real strategies use only
+    the entries of ``labeled``; sanity-check selectors may cheat on purpose.
+    """
+
+    engine: Engine  # trained on pool_inputs[labeled]
+    pool_inputs: np.ndarray
+    labeled: np.ndarray  # pool indices in the order they were labeled
+    unlabeled: np.ndarray  # pool indices, ascending
+    batch_size: int  # labels to pick this round
+    round_index: int
+    seed: int
+    oracle_labels: np.ndarray
+    costs: np.ndarray
+
+
+class Selector(Protocol):
+    """A query strategy in the loop: picks ``state.batch_size`` pool indices from ``state.unlabeled``."""
+
+    name: str
+    uses_costs: bool  # True: the engine is fitted with the labeled items' observed seconds
+
+    def engine_config(self, base: EngineConfig) -> EngineConfig:
+        """The engine configuration this strategy trains and ranks with (task model settings: ``base``'s)."""
+
+    def start(self, n_pool: int, initial: np.ndarray, budget: int, seed: int) -> None:
+        """Reset per-run state before the first round of a (seed, strategy) run."""
+
+    def select(self, state: RoundState) -> tuple[np.ndarray, dict[str, Any]]:
+        """Pool indices to label next, and extra per-round facts to record (e.g. mixture weights)."""
+
+
+@dataclass
+class ReplaySettings:
+    """The replay protocol shared by every strategy."""
+
+    init: int = 20
+    batch: int = 20
+    budget: int = 500
+    test_fraction: float = 0.2
+    max_test: int | None = 2000  # cap on the test set (stratified), to bound evaluation time
+
+    def validate(self, n_items: int, n_classes: int) -> None:
+        checks = [
+            ("init", self.init >= 1),
+            ("batch", self.batch >= 1),
+            ("budget", self.budget > self.init),
+            ("test_fraction", 0.0 < self.test_fraction < 1.0),
+            ("max_test", self.max_test is None or self.max_test >= n_classes),
+        ]
+        for name, ok in checks:
+            if not ok:
+                raise ValueError(f"benchmark setting {name!r} has an invalid value")
+        n_pool = n_items - self.test_size(n_items)
+        if self.budget > n_pool:
+            raise ValueError(f"benchmark setting 'budget' ({self.budget}) exceeds the pool size ({n_pool})")
+
+    def test_size(self, n_items: int) -> int:
+        size = int(round(n_items * self.test_fraction))
+        return min(size, self.max_test) if self.max_test is not None else size
+
+
+@dataclass
+class Split:
+    """One seed's pool/test split (dataset indices) and initial labeled set (pool indices)."""
+
+    pool: np.ndarray
+    test: np.ndarray
+    initial: np.ndarray
+
+    def digest(self) -> str:
+        """A short fingerprint of the test set, recorded to show every strategy of a seed used the same."""
+        return hashlib.sha1(np.sort(self.test).astype(np.int64).tobytes()).hexdigest()[:12]
+
+
+def make_split(labels: np.ndarray, protocol: ReplaySettings, seed: int) -> Split:
+    """Stratified pool/test split and a uniformly random initial set, both drawn from ``seed``."""
+    indices = np.arange(len(labels))
+    pool, test = train_test_split(
+        indices, test_size=protocol.test_size(len(labels)), stratify=labels, random_state=seed
+    )
+    pool, test = np.sort(pool), np.sort(test)
+    rng = np.random.default_rng([seed, 1])
+    initial = rng.choice(len(pool), size=protocol.init, replace=False)
+    return Split(pool, test, initial)
+
+
+@dataclass
+class RoundRecord:
+    round: int
+    labels: int
+    cost: float  # cumulative seconds of every label so far (initial set included)
+    accuracy: float
+    train_seconds: float  # training the task model (fit minus the strategy search)
+    query_seconds: float  # choosing the batch: AutoAL's search during fit, ranking and selection
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        record = {
+            "round": self.round,
+            "labels": self.labels,
+            "cost": round(self.cost, 3),
+            "accuracy": round(self.accuracy, 6),
+            "train_seconds": round(self.train_seconds, 3),
+            "query_seconds": round(self.query_seconds, 4),
+        }
+        record.update(self.extra)
+        return record
+
+
+def run_one(
+    dataset: BenchDataset,
+    split: Split,
+    costs: np.ndarray,
+    selector: Selector,
+    protocol: ReplaySettings,
+    base_config: EngineConfig,
+    seed: int,
+    on_round: Callable[[], None] | None = None,
+) -> list[RoundRecord]:
+    """One (seed, strategy) run: rounds until ``protocol.budget`` labels, one record per round."""
+    pool_inputs = dataset.inputs[split.pool]
+    pool_labels = dataset.labels[split.pool]
+    pool_costs = costs[split.pool]
+    test_inputs = dataset.inputs[split.test]
+    test_labels = dataset.labels[split.test]
+    classes = list(range(dataset.n_classes))
+    config = selector.engine_config(base_config)
+    labeled = list(split.initial)
+    is_labeled = np.zeros(len(split.pool), dtype=bool)
+    is_labeled[split.initial] = True
+    selector.start(len(split.pool), split.initial.copy(), protocol.budget, seed)
+    records: list[RoundRecord] = []
+    round_index = 0
+    while True:
+        config.seed = seed * 1000 + round_index
+        chosen = np.asarray(labeled)
+        start = time.perf_counter()
+        engine = Engine(config).fit(
+            pool_inputs[chosen],
+            pool_labels[chosen],
+            costs=pool_costs[chosen] if selector.uses_costs else None,
+            classes=classes,
+            pool_size=int((~is_labeled).sum()),
+        )
+        fit_seconds = time.perf_counter() - start
+        timings = engine.report.get("timings", {})
+        search_seconds = timings.get("simulated_round_seconds", 0.0) + timings.get("search_seconds", 0.0)
+        predicted, _ = engine.predict(test_inputs)
+        accuracy = float(np.mean(np.asarray(predicted) == test_labels))
+        cost = float(pool_costs[chosen].sum())
+        record = RoundRecord(round_index, len(labeled), cost, accuracy, fit_seconds - search_seconds, 0.0)
+        records.append(record)
+        if on_round is not None:
+            on_round()
+        remaining = protocol.budget - len(labeled)
+        if remaining <= 0:
+            break
+        state = RoundState(
+            engine=engine,
+            pool_inputs=pool_inputs,
+            labeled=chosen,
+            unlabeled=np.flatnonzero(~is_labeled),
+            batch_size=min(protocol.batch, remaining),
+            round_index=round_index,
+            seed=seed,
+            oracle_labels=pool_labels,
+            costs=pool_costs,
+        )
+        start = time.perf_counter()
+        picks, extra = selector.select(state)
+        record.query_seconds = search_seconds + time.perf_counter() - start
+        record.extra = extra
+        picks = check_picks(np.asarray(picks, dtype=np.int64), is_labeled, state.batch_size, selector.name)
+        is_labeled[picks] = True
+        labeled.extend(int(i) for i in picks)
+        round_index += 1
+    return records
+
+
+def check_picks(picks: np.ndarray, is_labeled: np.ndarray, batch_size: int, name: str) -> np.ndarray:
+    """A selector must return ``batch_size`` distinct, unlabeled, in-range pool indices."""
+    if picks.ndim != 1 or len(picks) != batch_size or len(np.unique(picks)) != batch_size:
+        raise ValueError(f"strategy {name!r} returned {picks.shape} picks; expected {batch_size} distinct")
+    if picks.min() < 0 or picks.max() >= len(is_labeled) or is_labeled[picks].any():
+        raise ValueError(f"strategy {name!r} picked an out-of-range or already labeled item")
+    return picks
+
+
+def rounds_per_run(protocol: ReplaySettings) -> int:
+    """Evaluations in one run: the initial set plus one per batch."""
+    return 1 + -(-(protocol.budget - protocol.init) // protocol.batch)
+
+
+def run_dataset(
+    dataset: BenchDataset,
+    costs: np.ndarray,
+    selectors: Sequence[Selector],
+    protocol: ReplaySettings,
+    base_config: EngineConfig,
+    seeds: Sequence[int],
+    done: set[tuple[int, str]] | None = None,
+    on_run: Callable[[dict[str, Any]], None] | None = None,
+    on_round: Callable[[], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Every (seed, strategy) run of one data set, seeds outermost so partial results stay paired.
+
+    ``done`` holds (seed, strategy) pairs to skip (a resumed benchmark); ``on_run`` receives each finished
+    run's record as soon as it exists (the CLI saves results.json there).
+    """
+    protocol.validate(len(dataset), dataset.n_classes)
+    runs = []
+    for seed in seeds:
+        split = make_split(dataset.labels, protocol, seed)
+        for selector in selectors:
+            if done and (seed, selector.name) in done:
+                continue
+            logger.info("%s: seed %d, strategy %s", dataset.name, seed, selector.name)
+            records = run_one(dataset, split, costs, selector, protocol, base_config, seed, on_round)
+            run = {
+                "strategy": selector.name,
+                "seed": int(seed),
+                "split_digest": split.digest(),
+                "initial": [int(i) for i in split.pool[split.initial]],
+                "rounds": [r.to_dict() for r in records],
+            }
+            runs.append(run)
+            if on_run is not None:
+                on_run(run)
+    return runs
