@@ -48,9 +48,6 @@ class SmallCNN(nn.Module):
                 nn.Conv2d(previous, width, 3, padding=1, bias=False),
                 nn.BatchNorm2d(width),
                 nn.ReLU(inplace=True),
-                nn.Conv2d(width, width, 3, padding=1, bias=False),
-                nn.BatchNorm2d(width),
-                nn.ReLU(inplace=True),
             ))
             previous = width
         self.blocks = nn.ModuleList(blocks)

@@ -1,0 +1,380 @@
+"""The engine facade: ``Engine(config).fit(inputs, labels, costs) -> rank(pool) -> Ranking``.
+
+fit:
+ 1. train the task model f on the labeled set;
+ 2. fit the cost model on observed seconds (features: top principal components of f's embedding);
+ 3. AutoAL-R (spec section 9): split the labeled set into stratified halves, train a FitNet on each half,
+    let it score the other half with every candidate strategy (the simulated AL round, cross-fitted),
+    then run the SearchNet / FitNet bilevel search on those cached records.
+rank:
+ 4. one pass of f over the pool (probabilities, embeddings, MC-dropout digest, predicted loss);
+ 5. every candidate's score, normalized; SearchNet's per-sample weights pi; z = sum_k pi_k r_k;
+ 6. benefit = calibrated expected loss g(z); priority = benefit / cost^gamma, scaled to [0, 1].
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+import os
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from autoal_engine import cost as cost_module
+from autoal_engine.config import EngineConfig
+from autoal_engine.cost import CostModel
+from autoal_engine.data import ImageSource, check_costs, check_labels
+from autoal_engine.models import TaskModel, embed, pool_outputs, resolve_device, steps_for, train_model
+from autoal_engine.ranking import Ranking
+from autoal_engine.search import (
+    SearchRecords,
+    SearchResult,
+    calibrated_benefit,
+    meta_features,
+    mixture_scores,
+    mixture_weights,
+    normalize_candidates,
+    run_search,
+    searchnet_from_state,
+)
+from autoal_engine.strategies import check_strategy_names, score_matrix
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "engine.pt"
+FORMAT_VERSION = 1
+
+
+class Engine:
+    """Task model + candidate strategies + AutoAL search + cost model, behind four methods."""
+
+    def __init__(self, config: EngineConfig | None = None) -> None:
+        self.config = config if config is not None else EngineConfig()
+        self.config.validate()
+        check_strategy_names(self.config.strategies)
+        self.device = resolve_device(self.config.model.device)
+        if self.config.model.threads:
+            torch.set_num_threads(self.config.model.threads)
+        self.version: str | None = None
+        self.classes: tuple = ()
+        self.channels = 1
+        self.model: TaskModel | None = None
+        self.labeled_embeddings = np.zeros((0, 0), np.float32)
+        self.labeled_labels = np.zeros(0, np.int64)
+        self.search: SearchResult | None = None
+        self.cost_model = CostModel(self.config.cost)
+        self.cost_basis = (np.zeros(0, np.float32), np.zeros((0, 0), np.float32))  # PCA mean, components
+        self.report: dict[str, Any] = {}
+
+    @property
+    def is_fitted(self) -> bool:
+        return self.model is not None
+
+    # ------------------------------------------------------------------ fit
+
+    def fit(self, inputs, labels, costs=None, *, classes=None, pool_size: int | None = None) -> Engine:
+        """Train on labeled inputs. ``costs``: observed seconds per input (NaN unknown);
+        ``classes``: the full ordered class list (default: the sorted labels seen);
+        ``pool_size``: size of the unlabeled pool, which sets the selection ratio t."""
+        started = time.perf_counter()
+        source = ImageSource(inputs, "inputs")
+        classes, y = check_labels(labels, len(source), classes)
+        seconds = check_costs(costs, len(source))
+        if pool_size is not None and pool_size < 0:
+            raise ValueError("pool_size: must be >= 0")
+        config, seed = self.config, self.config.seed
+        self.classes = classes
+        self.channels = config.model.channels or source.channels()
+        images = source.load_all(config.model.image_size, self.channels)
+        torch.manual_seed(seed)
+        np.random.seed(seed)
+
+        model = TaskModel(config.model, self.channels, len(classes))
+        train_model(model, images, torch.from_numpy(y), config.model,
+                    steps_for(len(y), config.model.train_steps), seed, self.device)
+        logits, embeddings, _ = embed(model, _tensor_source(images), config.model, self.channels, self.device)
+        trained = time.perf_counter()
+
+        self.cost_basis = _principal_basis(embeddings, config.cost.features)
+        self.cost_model = CostModel(config.cost).fit(_project(embeddings, self.cost_basis), seconds)
+
+        ratio = self._ratio(pool_size)
+        records, holdout = None, None
+        search_ready = config.search.enabled and len(config.strategies) > 1 and self._can_cross_fit(y)
+        if search_ready:
+            records, holdout = self._simulated_round(images, y, ratio)
+        simulated = time.perf_counter()
+        self.search = run_search(records, config.search, seed, self.channels) if records else None
+        searched = time.perf_counter()
+
+        self.model = model
+        self.labeled_embeddings, self.labeled_labels = embeddings, y
+        self.version = f"autoal-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:6]}"
+        weights = (self.search.mean_weights if self.search is not None
+                   else np.full(len(config.strategies), 1.0 / len(config.strategies)))
+        self.report = {
+            "version": self.version,
+            "n_labeled": int(len(y)),
+            "classes": [str(c) for c in classes],
+            "train_accuracy": float((logits.argmax(1) == y).mean()),
+            "holdout_accuracy": holdout,
+            "selection_ratio": ratio,
+            "search_used": self.search is not None,
+            "mean_strategy_weights": {n: float(w) for n, w in zip(config.strategies, weights, strict=True)},
+            "search": None if self.search is None else {
+                "soft_count": self.search.soft_count,
+                "target_count": self.search.target_count,
+                "iterations": config.search.iterations,
+            },
+            "cost": self.cost_model.report(),
+            "timings": {
+                "train_seconds": trained - started,
+                "simulated_round_seconds": simulated - trained,
+                "search_seconds": searched - simulated,
+                "fit_seconds": searched - started,
+            },
+            "device": str(self.device),
+        }
+        log.info("fitted %s on %d labels in %.1fs (search %s)", self.version, len(y), searched - started,
+                 "used" if self.search else "skipped")
+        return self
+
+    def _ratio(self, pool_size: int | None) -> float:
+        if self.config.search.selection_ratio is not None:
+            return float(self.config.search.selection_ratio)
+        if not pool_size:
+            return 0.1
+        return float(np.clip(self.config.batch_size / pool_size, 0.02, 0.5))
+
+    def _can_cross_fit(self, y: np.ndarray) -> bool:
+        counts = np.bincount(y)
+        enough = len(y) >= self.config.search.min_labels and (counts >= 2).sum() >= 2
+        if not enough:
+            log.info("too few labels for the strategy search (%d); using the uniform mixture", len(y))
+        return bool(enough)
+
+    def _halves(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """A stratified random split into two halves (classes with one sample go to either side)."""
+        rng = np.random.default_rng(self.config.seed + 1)
+        first, second = [], []
+        for label in np.unique(y):
+            members = rng.permutation(np.flatnonzero(y == label))
+            cut = len(members) // 2 + (rng.integers(2) if len(members) % 2 else 0)
+            first.extend(members[:cut])
+            second.extend(members[cut:])
+        return np.sort(first), np.sort(second)
+
+    def _simulated_round(self, images: torch.Tensor, y: np.ndarray, ratio: float
+                         ) -> tuple[SearchRecords | None, float | None]:
+        """Cross-fitted FitNets score the other half with every candidate (spec A1, A9)."""
+        config = self.config
+        halves = self._halves(y)
+        parts: list[dict[str, Any]] = []
+        correct = 0
+        for group, (train_idx, eval_idx) in enumerate([halves, halves[::-1]]):
+            if len(np.unique(y[train_idx])) < 2 or len(eval_idx) < 2:
+                return None, None
+            fitnet = TaskModel(config.model, self.channels, len(self.classes))
+            train_model(fitnet, images[train_idx], torch.from_numpy(y[train_idx]), config.model,
+                        steps_for(len(train_idx), config.search.fitnet_steps), config.seed + 1 + group,
+                        self.device)
+            _, train_embeddings, _ = embed(fitnet, _tensor_source(images[train_idx]), config.model,
+                                           self.channels, self.device)
+            batch = max(2, math.ceil(ratio * len(eval_idx)))
+            outputs = pool_outputs(fitnet, _tensor_source(images[eval_idx]), config.model, self.channels,
+                                   self.device, train_embeddings, y[train_idx], batch, config.seed + group)
+            candidates = normalize_candidates(score_matrix(config.strategies, outputs),
+                                              config.search.candidate_scores, ratio)
+            labels = y[eval_idx]
+            correct += int((outputs.probs.argmax(1) == labels).sum())
+            parts.append({
+                "candidates": candidates,
+                "meta": meta_features(outputs, candidates),
+                "fit_embeddings": outputs.embeddings,
+                "labels": labels,
+                "group": np.full(len(labels), group),
+                "losses": -np.log(np.clip(outputs.probs[np.arange(len(labels)), labels], 1e-12, 1.0)),
+                "head": (fitnet.head.weight.detach().cpu().numpy(), fitnet.head.bias.detach().cpu().numpy()),
+                "images": images[eval_idx],
+            })
+        joined = {key: np.concatenate([p[key] for p in parts]) for key in
+                  ("candidates", "meta", "fit_embeddings", "labels", "group", "losses")}
+        records = SearchRecords(
+            head_weight=np.stack([p["head"][0] for p in parts]),
+            head_bias=np.stack([p["head"][1] for p in parts]),
+            ratio=ratio,
+            images=torch.cat([p["images"] for p in parts]) if config.search.searchnet_input == "image" else None,
+            **joined,
+        )
+        return records, correct / len(y)
+
+    # ------------------------------------------------------------------ rank and predict
+
+    def rank(self, pool, known_costs=None) -> Ranking:
+        """Score every pool item: priority in [0, 1] (1 = label first) and its explanation."""
+        self._require_fitted()
+        config = self.config
+        source = ImageSource(pool, "pool")
+        known = check_costs(known_costs, len(source), "known_costs")
+        outputs = pool_outputs(self.model, source, config.model, self.channels, self.device,
+                               self.labeled_embeddings, self.labeled_labels, config.batch_size, config.seed)
+        ratio = self._ratio(len(source))
+        candidates = normalize_candidates(score_matrix(config.strategies, outputs),
+                                          config.search.candidate_scores, ratio)
+        weights = self._strategy_weights(outputs, candidates, source)
+        z = mixture_scores(torch.from_numpy(candidates), torch.from_numpy(weights)).numpy().astype(np.float64)
+        if self.search is not None:
+            benefit = calibrated_benefit(z, self.search)
+        else:
+            benefit = z - min(0.0, float(z.min()))
+        predicted = self.cost_model.predict(_project(outputs.embeddings, self.cost_basis))
+        seconds = cost_module.combine_known(predicted, known)
+        gamma = self.cost_model.effective_gamma(config.cost.gamma, known)
+        return Ranking(
+            priority=cost_module.priority(benefit, seconds, gamma),
+            informativeness=benefit,
+            predicted_cost=seconds,
+            predicted_label=np.array(self.classes, dtype=object)[outputs.probs.argmax(1)],
+            probabilities=outputs.probs,
+            strategy_weights=weights,
+            strategy_names=tuple(config.strategies),
+            classes=self.classes,
+            mean_strategy_weights={n: float(w) for n, w in
+                                   zip(config.strategies, weights.mean(axis=0), strict=True)},
+        )
+
+    def _strategy_weights(self, outputs, candidates: np.ndarray, source: ImageSource) -> np.ndarray:
+        k = candidates.shape[1]
+        if self.search is None:
+            return np.full(candidates.shape, 1.0 / k, dtype=np.float32)
+        net = searchnet_from_state(self.config.search, self.search.state, k, self.channels)
+        meta = torch.from_numpy(meta_features(outputs, candidates))
+        chunks = []
+        with torch.no_grad():
+            for start in range(0, len(meta), self.config.model.inference_batch_size):
+                stop = start + self.config.model.inference_batch_size
+                images = None
+                if self.config.search.searchnet_input == "image":
+                    images = source.load(start, min(stop, len(meta)), self.config.model.image_size, self.channels)
+                logits, _ = net(meta[start:stop], images)
+                chunks.append(mixture_weights(logits, self.config.search.weighting))
+        return torch.cat(chunks).numpy().astype(np.float32)
+
+    def predict(self, inputs) -> tuple[np.ndarray, np.ndarray]:
+        """Predicted class labels and probabilities (N, C) for new inputs."""
+        self._require_fitted()
+        source = ImageSource(inputs, "inputs")
+        logits, _, _ = embed(self.model, source, self.config.model, self.channels, self.device)
+        probs = torch.softmax(torch.from_numpy(logits), dim=1).numpy()
+        return np.array(self.classes, dtype=object)[probs.argmax(1)], probs
+
+    def _require_fitted(self) -> None:
+        if self.model is None:
+            raise ValueError("engine: not fitted yet; call fit() first")
+
+    # ------------------------------------------------------------------ persistence
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Write ``directory/engine.pt`` atomically: a crash mid-save leaves the previous file intact."""
+        self._require_fitted()
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        state = {
+            "format": FORMAT_VERSION,
+            "config": self.config.to_dict(),
+            "version": self.version,
+            "classes": list(self.classes),
+            "channels": self.channels,
+            "model": self.model.state_dict(),
+            "labeled_embeddings": torch.from_numpy(self.labeled_embeddings),
+            "labeled_labels": torch.from_numpy(self.labeled_labels),
+            "cost_model": _to_tensors(self.cost_model.state_dict()),
+            "cost_basis": [torch.from_numpy(a) for a in self.cost_basis],
+            "search": None if self.search is None else _to_tensors(vars(self.search)),
+            "report": self.report,
+        }
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        target = directory / CHECKPOINT
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".engine-", suffix=".tmp", delete=False) as tmp:
+            tmp.write(buffer.getvalue())
+            tmp.flush()
+            os.fsync(tmp.fileno())
+        try:
+            os.replace(tmp.name, target)
+        except BaseException:
+            os.unlink(tmp.name)
+            raise
+        return target
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> Engine:
+        path = Path(directory) / CHECKPOINT
+        if not path.exists():
+            raise ValueError(f"directory: no saved engine at {path}")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if state.get("format") != FORMAT_VERSION:
+            raise ValueError(f"directory: unsupported checkpoint format {state.get('format')!r}")
+        config = EngineConfig.from_dict(state["config"])
+        if config.model.device.startswith("cuda") and not torch.cuda.is_available():
+            config.model.device = "auto"
+        engine = cls(config)
+        engine.version = state["version"]
+        engine.classes = tuple(state["classes"])
+        engine.channels = state["channels"]
+        engine.model = TaskModel(config.model, engine.channels, len(engine.classes))
+        engine.model.load_state_dict(state["model"])
+        engine.model.to(engine.device).eval()
+        engine.labeled_embeddings = state["labeled_embeddings"].numpy()
+        engine.labeled_labels = state["labeled_labels"].numpy()
+        engine.cost_model = CostModel.from_state_dict(config.cost, _to_numpy(state["cost_model"]))
+        engine.cost_basis = tuple(t.numpy() for t in state["cost_basis"])
+        engine.search = None if state["search"] is None else SearchResult(**_to_numpy(state["search"]))
+        engine.report = state["report"]
+        return engine
+
+
+def _tensor_source(images: torch.Tensor) -> ImageSource:
+    return ImageSource(images.numpy(), "inputs")
+
+
+def _principal_basis(embeddings: np.ndarray, components: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and top principal directions of the labeled embeddings (the cost model's features)."""
+    mean = embeddings.mean(axis=0)
+    _, _, vt = np.linalg.svd(embeddings - mean, full_matrices=False)
+    return mean.astype(np.float32), vt[:components].astype(np.float32)
+
+
+def _project(embeddings: np.ndarray, basis: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    mean, components = basis
+    return (embeddings - mean) @ components.T
+
+
+def _to_tensors(value: Any) -> Any:
+    """numpy arrays -> tensors, recursively, so checkpoints load with weights_only=True."""
+    if isinstance(value, np.ndarray):
+        return {"__ndarray__": torch.from_numpy(np.ascontiguousarray(value))}
+    if isinstance(value, dict):
+        return {k: _to_tensors(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_tensors(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _to_numpy(value: Any) -> Any:
+    if isinstance(value, dict):
+        if set(value) == {"__ndarray__"}:
+            return value["__ndarray__"].numpy()
+        return {k: _to_numpy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_to_numpy(v) for v in value]
+    return value

@@ -1,0 +1,177 @@
+"""The engine facade on real data (digits): ranking, persistence, determinism, input checks."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from autoal_engine.engine import Engine
+from autoal_engine.strategies import percentile_rank
+from tests.conftest import fast_config
+
+
+@pytest.fixture(scope="module")
+def split(digits):
+    images, labels = digits
+    order = np.random.default_rng(0).permutation(len(labels))
+    return images[order[:80]], labels[order[:80]], images[order[80:480]], labels[order[80:480]]
+
+
+@pytest.fixture(scope="module")
+def fitted(split):
+    x, y, pool, _ = split
+    return Engine(fast_config()).fit(x, y, pool_size=len(pool))
+
+
+def test_rank_returns_aligned_fields_and_uses_the_search(fitted, split):
+    _, _, pool, pool_labels = split
+    ranking = fitted.rank(pool)
+    n, k = len(pool), len(fitted.config.strategies)
+    assert ranking.priority.shape == (n,) and ranking.priority.min() >= 0 and ranking.priority.max() == 1
+    assert ranking.strategy_weights.shape == (n, k)
+    assert np.allclose(ranking.strategy_weights.sum(axis=1), 1.0, atol=1e-5)
+    assert ranking.probabilities.shape == (n, 10)
+    assert (ranking.informativeness >= 0).all() and (ranking.predicted_cost > 0).all()
+    assert abs(sum(ranking.mean_strategy_weights.values()) - 1.0) < 1e-5
+    assert fitted.report["search_used"] and fitted.report["holdout_accuracy"] > 0.2
+    accuracy = (ranking.predicted_label.astype(int) == pool_labels).mean()
+    assert accuracy > 0.5
+    # the top of the queue is where the model is wrong more often than on average
+    top = ranking.order[:40]
+    assert (ranking.predicted_label[top].astype(int) != pool_labels[top]).mean() > 1 - accuracy
+
+
+def test_save_load_gives_the_identical_ranking(fitted, split, tmp_path):
+    pool = split[2]
+    fitted.save(tmp_path)
+    loaded = Engine.load(tmp_path)
+    a, b = fitted.rank(pool), loaded.rank(pool)
+    assert loaded.version == fitted.version
+    assert np.array_equal(a.priority, b.priority)
+    assert np.array_equal(a.strategy_weights, b.strategy_weights)
+
+
+def test_a_crash_mid_save_leaves_the_previous_state_loadable(fitted, split, tmp_path, monkeypatch):
+    x, y, pool, _ = split
+    fitted.save(tmp_path)
+    newer = Engine(fast_config()).fit(x[:40], y[:40])
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError):
+        newer.save(tmp_path)
+    monkeypatch.undo()
+    assert Engine.load(tmp_path).version == fitted.version
+    assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
+
+
+def test_same_seed_gives_the_same_ranking(split):
+    x, y, pool, _ = split
+    first = Engine(fast_config()).fit(x, y).rank(pool)
+    second = Engine(fast_config()).fit(x, y).rank(pool)
+    assert np.array_equal(first.priority, second.priority)
+
+
+def test_one_candidate_selects_that_candidates_top_b(split):
+    x, y, pool, _ = split
+    config = fast_config()
+    config.strategies = ("margin",)
+    ranking = Engine(config).fit(x, y).rank(pool)
+    sorted_probs = np.sort(ranking.probabilities, axis=1)
+    margin_score = -(sorted_probs[:, -1] - sorted_probs[:, -2])
+    b = 20
+    assert set(ranking.order[:b]) == set(np.argsort(-margin_score, kind="stable")[:b])
+
+
+def test_uniform_mixture_ranks_by_the_rank_average(split):
+    x, y, pool, _ = split
+    config = fast_config(enabled=False)
+    config.strategies = ("entropy", "margin", "least_confidence")
+    ranking = Engine(config).fit(x, y).rank(pool)
+    p = np.sort(ranking.probabilities.astype(np.float64), axis=1)
+    ent = -(ranking.probabilities * np.log(np.clip(ranking.probabilities, 1e-12, 1))).sum(1)
+    average = (percentile_rank(ent) + percentile_rank(-(p[:, -1] - p[:, -2])) + percentile_rank(1 - p[:, -1])) / 3
+    assert np.corrcoef(ranking.priority, average)[0, 1] > 0.999
+    assert np.allclose(ranking.strategy_weights, 1 / 3)
+
+
+def test_costs_change_the_order_only_through_gamma(split):
+    x, y, pool, _ = split
+    known = np.full(len(pool), 10.0)
+    known[:50] = 100.0  # the first 50 pool items are known to be ten times as expensive
+    config = fast_config(enabled=False)
+    config.cost.gamma = 1.0
+    costly = Engine(config).fit(x, y).rank(pool, known_costs=known)
+    config = fast_config(enabled=False)
+    config.cost.gamma = 0.0
+    blind = Engine(config).fit(x, y).rank(pool, known_costs=known)
+    assert np.array_equal(blind.order, np.argsort(-blind.informativeness, kind="stable"))
+    assert costly.priority[:50].mean() < blind.priority[:50].mean()
+    assert np.array_equal(costly.predicted_cost, known)
+
+
+def test_accepts_file_paths_rgb_and_other_sizes(tmp_path, split):
+    x, y, _, _ = split
+    paths = []
+    for i, image in enumerate(x[:40]):
+        rgb = np.stack([image, image * 0.5, image], axis=-1)
+        path = tmp_path / f"{i}.png"
+        Image.fromarray((rgb * 255).astype(np.uint8)).resize((24, 20)).save(path)
+        paths.append(str(path))
+    engine = Engine(fast_config(enabled=False)).fit(paths, [str(v) for v in y[:40]])
+    assert engine.channels == 3
+    ranking = engine.rank(np.repeat(x[40:60, None], 3, axis=1))
+    assert set(ranking.predicted_label) <= {str(v) for v in range(10)}
+    labels, probs = engine.predict(paths[:5])
+    assert probs.shape == (5, len(engine.classes))
+
+
+@pytest.mark.parametrize(
+    "mutate, field",
+    [
+        (lambda x, y: (x[:0], y[:0]), "inputs"),
+        (lambda x, y: (x, np.zeros_like(y)), "labels"),
+        (lambda x, y: (np.where(np.arange(x.size).reshape(x.shape) == 5, np.nan, x), y), "NaN"),
+        (lambda x, y: (x[:, :4, :4], y), "inputs"),
+        (lambda x, y: (x[..., None], y), "inputs"),
+        (lambda x, y: (x * 255, y), "[0, 1]"),
+        (lambda x, y: (x, y[:-1]), "labels"),
+    ],
+)
+def test_bad_fit_input_names_the_problem(split, mutate, field):
+    x, y, _, _ = split
+    bad_x, bad_y = mutate(x, y)
+    with pytest.raises(ValueError, match=field.replace("[", r"\[").replace("]", r"\]")):
+        Engine(fast_config()).fit(bad_x, bad_y)
+
+
+def test_bad_rank_input_and_config_name_the_problem(fitted, split):
+    with pytest.raises(ValueError, match="pool"):
+        fitted.rank(split[2][:0])
+    with pytest.raises(ValueError, match="known_costs"):
+        fitted.rank(split[2], known_costs=[-1.0] * len(split[2]))
+    with pytest.raises(ValueError, match="costs"):
+        Engine(fast_config()).fit(split[0], split[1], costs=np.full(len(split[1]), -3.0))
+    config = fast_config()
+    config.strategies = ("entropy", "nope")
+    with pytest.raises(ValueError, match="nope"):
+        Engine(config)
+    with pytest.raises(ValueError, match="not fitted"):
+        Engine(fast_config()).rank(split[2])
+
+
+def test_paper_configuration_runs_end_to_end(split):
+    from autoal_engine.config import EngineConfig
+
+    x, y, pool, _ = split
+    config = EngineConfig.paper()
+    fast = fast_config()
+    config.model, config.search.fitnet_steps, config.search.iterations = fast.model, 20, 12
+    ranking = Engine(config).fit(x, y, pool_size=len(pool)).rank(pool)
+    assert np.isfinite(ranking.priority).all()
+    assert set(np.unique(ranking.strategy_weights.round(6))) != {1 / 7}
