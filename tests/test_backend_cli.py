@@ -1,0 +1,29 @@
+"""The `autoal` command: argument handling and delegation (serving itself is exercised in tests/integration)."""
+
+import pytest
+
+from ls_backend import cli
+
+
+def test_worker_needs_redis(monkeypatch, capsys):
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    monkeypatch.setenv("AUTOAL_DEVICE", "cpu")
+    assert cli.main(["worker"]) == 2
+    assert "REDIS_URL is not set" in capsys.readouterr().err
+
+
+def test_bad_configuration_stops_before_serving(monkeypatch, capsys):
+    monkeypatch.setenv("AUTOAL_KEEP_VERSIONS", "none")
+    assert cli.main(["serve", "--port", "1"]) == 2
+    assert "configuration error: AUTOAL_KEEP_VERSIONS" in capsys.readouterr().err
+
+
+def test_unknown_command_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["train"])
+    assert exit_info.value.code == 2
+
+
+def test_bench_delegates_to_the_offline_benchmark(capsys):
+    assert cli.main(["bench", "--help"]) == 0
+    assert "usage: autoal bench" in capsys.readouterr().out

@@ -1,0 +1,144 @@
+"""The job function and the thread runner without Label Studio: LS down, retries, recovery, ranking rows.
+
+(The full job against a real Label Studio is in tests/integration/.)
+"""
+
+import dataclasses
+import socket
+import time
+
+import numpy as np
+import pytest
+
+from autoal_engine.ranking import Ranking
+from ls_backend.jobs import ranking_rows, run_job, split_tasks
+from ls_backend.labeling import parse_label_config
+from ls_backend.runners import ThreadRunner, request_job, retry_delay
+from ls_backend.settings import Settings
+from ls_backend.store import Store
+
+CONFIG = (
+    '<View><Image name="image" value="$image"/><Choices name="c" toName="image">'
+    '<Choice value="a"/><Choice value="b"/></Choices></View>'
+)
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def settings(tmp_path):
+    return Settings(
+        model_dir=tmp_path,
+        label_studio_url=f"http://127.0.0.1:{closed_port()}",
+        label_studio_api_key="legacytoken123",
+        ls_retries=1,
+        ls_backoff=0.01,
+        job_retries=1,
+        job_retry_delay=0.05,
+    )
+
+
+@pytest.fixture
+def store(settings):
+    return Store(settings.database_path)
+
+
+def test_ls_down_fails_the_job_keeps_the_events_and_asks_for_a_retry(settings, store):
+    store.record_event(1, "ANNOTATION_CREATED", [5], [50])
+    job_id, _ = store.request_job(1, "ANNOTATION_CREATED", stale_after=60)
+    outcome = run_job(settings, store, job_id)
+    assert outcome.status == "failed" and outcome.retryable
+    assert "Label Studio did not" in outcome.message and "after 2 tries" in outcome.message
+    job = store.job(job_id)
+    assert job["status"] == "failed" and job["error"] == outcome.message
+    assert store.pending_events(1) == 1
+    assert retry_delay(store, settings, 1, outcome) == pytest.approx(0.05)
+    second, _ = store.request_job(1, "retry", stale_after=60)
+    run_job(settings, store, second)
+    assert retry_delay(store, settings, 1, outcome) is None  # job_retries=1 used up; the next event retries
+
+
+def test_missing_configuration_is_a_plain_failure(tmp_path):
+    settings = Settings(model_dir=tmp_path)
+    store = Store(settings.database_path)
+    job_id, _ = store.request_job(1, "START_TRAINING", stale_after=60)
+    outcome = run_job(settings, store, job_id)
+    assert outcome.status == "failed" and not outcome.retryable
+    assert "LABEL_STUDIO_URL is not set" in outcome.message
+    assert run_job(settings, store, job_id).status == "not-run"  # a finished job is not run again
+
+
+def test_thread_runner_requeues_interrupted_work_and_retries_until_the_limit(settings, store):
+    settings = dataclasses.replace(settings, job_retries=2)  # the interrupted job counts as one failure
+    store.record_event(1, "ANNOTATION_CREATED", [5], [50])
+    stale, _ = store.request_job(1, "ANNOTATION_CREATED", stale_after=60)
+    store.start_job(stale)  # as if the server died in the middle of this job
+    runner = ThreadRunner(settings, store)
+    runner.start()
+    try:
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            jobs = store.recent_jobs(1)
+            if len(jobs) >= 3 and all(job["status"] == "failed" for job in jobs):
+                break
+            time.sleep(0.05)
+        time.sleep(0.5)  # no further retry may appear
+        jobs = store.recent_jobs(1)
+        assert [job["trigger"] for job in reversed(jobs)] == ["ANNOTATION_CREATED", "recovery", "retry"]
+        assert "interrupted" in jobs[-1]["error"]
+        assert all(job["status"] == "failed" for job in jobs)
+        assert store.pending_events(1) == 1  # not lost: the next successful job handles it
+        assert runner._thread.is_alive()
+        answer = request_job(store, runner, settings, 1, "ANNOTATION_CREATED")
+        assert answer["coalesced"] is False
+    finally:
+        runner.stop()
+
+
+def test_split_tasks_skips_are_neither_labels_nor_pool():
+    interface = parse_label_config(CONFIG)
+
+    def labeled(task_id, label, cancelled=False):
+        result = [{"from_name": "c", "to_name": "image", "type": "choices", "value": {"choices": [label]}}]
+        return {
+            "id": task_id,
+            "annotations": [{"id": task_id * 10, "result": result, "was_cancelled": cancelled, "lead_time": 2.0}],
+            "total_annotations": 0 if cancelled else 1,
+            "cancelled_annotations": 1 if cancelled else 0,
+        }
+
+    tasks = [
+        labeled(1, "a"),
+        labeled(2, "b"),
+        labeled(3, "a", cancelled=True),
+        {"id": 4, "annotations": [], "total_annotations": 0, "cancelled_annotations": 0},
+    ]
+    train, pool = split_tasks(tasks, interface)
+    assert [t["id"] for t in train] == [1, 2]
+    assert [t["label"].label for t in train] == ["a", "b"]
+    assert [t["id"] for t in pool] == [4]
+
+
+def test_ranking_rows_score_is_one_minus_priority_and_rank_follows_priority():
+    ranking = Ranking(
+        priority=np.array([0.2, 1.0, 0.0, 0.6]),
+        informativeness=np.array([0.1, 0.9, 0.0, np.nan]),
+        predicted_cost=np.array([3.0, 4.0, 5.0, 6.0]),
+        predicted_label=np.array(["a", "b", "a", "b"], dtype=object),
+        probabilities=np.array([[0.9, 0.1], [0.5, 0.5], [0.99, 0.01], [0.3, 0.7]]),
+        strategy_weights=np.array([[0.5, 0.5], [0.25, 0.75], [1.0, 0.0], [0.5, 0.5]]),
+        strategy_names=("entropy", "margin"),
+        classes=("a", "b"),
+    )
+    rows = ranking_rows([40, 41, 42, 43], ranking)
+    by_task = {row["task_id"]: row for row in rows}
+    assert [by_task[t]["rank"] for t in (41, 43, 40, 42)] == [1, 2, 3, 4]
+    assert by_task[41]["score"] == 0.0 and by_task[42]["score"] == 1.0
+    assert by_task[40]["score"] == pytest.approx(0.8)
+    assert by_task[43]["informativeness"] is None
+    assert by_task[41]["strategy_weights"] == {"entropy": 0.25, "margin": 0.75}
+    assert by_task[43]["confidence"] == pytest.approx(0.7)

@@ -1,0 +1,74 @@
+"""ls_backend.settings: defaults, the names users know, and errors that name the variable."""
+
+from pathlib import Path
+
+import pytest
+
+from ls_backend.settings import Settings
+
+
+def test_defaults_without_environment():
+    settings = Settings.from_env({})
+    assert settings.model_dir == Path("model_dir")
+    assert settings.database_path == Path("model_dir") / "autoal.sqlite3"
+    assert settings.redis_url is None
+    assert settings.basic_auth_enabled is False
+    assert settings.set_uncertainty_sampling is True
+    assert settings.keep_versions == 3
+    assert settings.engine_overrides == {}
+
+
+def test_names_users_know_and_fallbacks():
+    settings = Settings.from_env(
+        {
+            "LABEL_STUDIO_HOST": "http://ls:8080",
+            "LABEL_STUDIO_ACCESS_TOKEN": "abc",
+            "BASIC_AUTH_USER": "u",
+            "BASIC_AUTH_PASS": "p",
+            "MODEL_DIR": "/data/models",
+            "REDIS_URL": "redis://r:6379/0",
+            "AUTOAL_MEDIA_ALLOWED_HOSTS": " Images.Example.com, cdn.example.org ,",
+            "AUTOAL_SET_UNCERTAINTY_SAMPLING": "off",
+        }
+    )
+    assert settings.label_studio_url == "http://ls:8080"
+    assert settings.label_studio_api_key == "abc"
+    assert settings.basic_auth_enabled
+    assert settings.model_dir == Path("/data/models")
+    assert settings.redis_url == "redis://r:6379/0"
+    assert settings.media_allowed_hosts == ("images.example.com", "cdn.example.org")
+    assert settings.set_uncertainty_sampling is False
+    assert settings.checkpoint_dir(3, "autoal-v2") == Path("/data/models/projects/3/models/autoal-v2")
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("AUTOAL_KEEP_VERSIONS", "zero", "AUTOAL_KEEP_VERSIONS must be an integer"),
+        ("AUTOAL_KEEP_VERSIONS", "0", "AUTOAL_KEEP_VERSIONS must be >= 1"),
+        ("AUTOAL_LS_TIMEOUT", "soon", "AUTOAL_LS_TIMEOUT must be a number"),
+        ("AUTOAL_PATCH_WEBHOOK_AUTH", "maybe", "AUTOAL_PATCH_WEBHOOK_AUTH must be true or false"),
+        ("AUTOAL_ENGINE_CONFIG", "{not json", "AUTOAL_ENGINE_CONFIG is not valid JSON"),
+        ("AUTOAL_ENGINE_CONFIG", "[1, 2]", "AUTOAL_ENGINE_CONFIG must be a JSON object"),
+    ],
+)
+def test_malformed_values_name_the_variable(name, value, message):
+    with pytest.raises(ValueError, match=message):
+        Settings.from_env({name: value})
+
+
+def test_engine_config_overrides_merge_into_device_defaults():
+    settings = Settings.from_env(
+        {"AUTOAL_DEVICE": "cpu", "AUTOAL_ENGINE_CONFIG": '{"model": {"train_steps": 50}, "search": {"iterations": 30}}'}
+    )
+    config = settings.engine_config()
+    assert config.model.train_steps == 50
+    assert config.search.iterations == 30
+    assert config.model.device == "cpu"
+    assert config.model.backbone == "small_cnn"  # untouched defaults stay
+
+
+def test_engine_config_unknown_field_is_named():
+    settings = Settings.from_env({"AUTOAL_DEVICE": "cpu", "AUTOAL_ENGINE_CONFIG": '{"model": {"train_stepz": 5}}'})
+    with pytest.raises(ValueError, match="AUTOAL_ENGINE_CONFIG: .*train_stepz"):
+        settings.engine_config()

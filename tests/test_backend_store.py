@@ -1,0 +1,164 @@
+"""ls_backend.store: job coalescing, event bookkeeping, atomic model commits and the status read API."""
+
+import sqlite3
+import time
+
+import pytest
+
+from ls_backend.store import Store
+
+
+@pytest.fixture
+def store(tmp_path):
+    return Store(tmp_path / "autoal.sqlite3")
+
+
+def test_many_requests_while_running_give_exactly_one_more_job(store):
+    first, created = store.request_job(1, "ANNOTATION_CREATED", stale_after=3600)
+    assert created
+    assert store.request_job(1, "ANNOTATION_CREATED", stale_after=3600) == (first, False)
+    assert store.start_job(first)["status"] == "running"
+    requests = [store.request_job(1, "ANNOTATION_CREATED", stale_after=3600) for _ in range(20)]
+    second_id = requests[0][0]
+    assert second_id != first
+    assert requests == [(second_id, True)] + [(second_id, False)] * 19
+    assert store.request_job(2, "START_TRAINING", stale_after=3600)[1]  # other projects are independent
+    assert [job["status"] for job in store.recent_jobs(1)] == ["queued", "running"]
+
+
+def test_start_job_only_once(store):
+    job_id, _ = store.request_job(1, "x", stale_after=3600)
+    assert store.start_job(job_id) is not None
+    assert store.start_job(job_id) is None
+    assert store.start_job(12345) is None
+
+
+def test_success_marks_covered_events_failure_keeps_them(store):
+    store.record_event(1, "ANNOTATION_CREATED", [10], [100])
+    job_id, _ = store.request_job(1, "x", stale_after=3600)
+    store.start_job(job_id)
+    store.record_event(1, "ANNOTATION_CREATED", [11], [101])  # arrives while the job runs
+    store.finish_job(job_id, "failed", "LS down")
+    assert store.pending_events(1) == 2
+    assert store.consecutive_failures(1) == 1
+    assert store.project_status(1)["last_error"] == "LS down"
+
+    job_id, _ = store.request_job(1, "retry", stale_after=3600)
+    store.start_job(job_id)
+    store.record_event(1, "ANNOTATION_CREATED", [12], [102])
+    store.finish_job(job_id, "done")
+    assert store.pending_events(1) == 1  # the event after the job's start needs the next job
+    assert store.consecutive_failures(1) == 0
+    assert store.projects_with_pending_events() == [1]
+
+
+def test_events_that_need_no_job_are_handled_at_once(store):
+    store.record_event(1, "PROJECT_UPDATED", needs_job=False)
+    assert store.pending_events(1) == 0
+    assert store.event_counts() == {"PROJECT_UPDATED": 1}
+
+
+def test_stale_running_job_is_failed_and_replaced(store):
+    job_id, _ = store.request_job(1, "x", stale_after=3600)
+    store.start_job(job_id)
+    with sqlite3.connect(store.path) as db:
+        db.execute("UPDATE jobs SET heartbeat_at=? WHERE id=?", (time.time() - 100, job_id))
+    new_id, created = store.request_job(1, "y", stale_after=10)
+    assert created and new_id != job_id
+    assert store.job(job_id)["status"] == "failed"
+    assert "stopped responding" in store.job(job_id)["error"]
+
+
+def test_interrupt_active_jobs_returns_their_projects(store):
+    store.request_job(1, "x", stale_after=3600)
+    running, _ = store.request_job(2, "x", stale_after=3600)
+    store.start_job(running)
+    assert store.interrupt_active_jobs() == [1, 2]
+    assert store.job_counts() == {"failed": 2}
+
+
+def test_reserved_versions_never_repeat(store):
+    assert [store.reserve_version(1) for _ in range(3)] == ["autoal-v1", "autoal-v2", "autoal-v3"]
+    assert store.reserve_version(2) == "autoal-v1"
+
+
+def ranking(n, version):
+    return [
+        {
+            "task_id": 100 + i,
+            "rank": i + 1,
+            "priority": 1 - i / n,
+            "score": i / n,
+            "predicted_label": "a",
+            "confidence": 0.5,
+            "predicted_cost": 3.0,
+            "informativeness": float("nan"),
+            "strategy_weights": {"entropy": 0.5, "margin": 0.5},
+        }
+        for i in range(n)
+    ]
+
+
+def test_commit_model_replaces_ranking_and_sets_current_version(store):
+    assert store.current_version(1) is None
+    store.save_label_config(1, "<View/>", {"classes": ["a", "b"]}, None)
+    store.commit_model(
+        1,
+        {
+            "model_version": "autoal-v1",
+            "checkpoint": "/x/1",
+            "n_labels": 10,
+            "n_pool": 5,
+            "holdout_accuracy": 0.7,
+            "strategy_weights": {"entropy": 1.0},
+            "cost_report": {"median": float("nan")},
+            "report": {"a": [1, 2]},
+        },
+        ranking(5, "v1"),
+    )
+    store.commit_model(
+        1,
+        {"model_version": "autoal-v2", "checkpoint": "/x/2", "n_labels": 12, "n_pool": 3, "holdout_accuracy": 0.8},
+        ranking(3, "v2"),
+    )
+    assert store.current_version(1) == "autoal-v2"
+    assert store.pool_sizes() == {1: 3}
+    found = store.ranking_lookup(1, [100, 101, 104, 999])
+    assert set(found) == {100, 101}
+    assert found[101]["model_version"] == "autoal-v2"
+    assert found[101]["score"] == pytest.approx(1 / 3)
+    explained = store.explain(1, 100)
+    assert explained["rank"] == 1 and explained["pool_size"] == 3
+    assert explained["strategy_weights"] == {"entropy": 0.5, "margin": 0.5}
+    assert explained["informativeness"] is None  # NaN is stored as NULL
+    assert store.explain(1, 999) is None
+    history = store.model_history(1)
+    assert [m["model_version"] for m in history] == ["autoal-v2", "autoal-v1"]
+    assert history[1]["cost_report"] == {"median": None}
+    assert store.all_versions() == ["autoal-v2", "autoal-v1"]
+    status = store.project_status(1)
+    assert status["current_version"] == "autoal-v2"
+    assert status["classes"] == ["a", "b"]
+    assert status["latest_model"]["holdout_accuracy"] == 0.8
+
+
+def test_large_lookups_are_chunked(store):
+    store.commit_model(1, {"model_version": "v", "checkpoint": "/x"}, ranking(2500, "v"))
+    assert len(store.ranking_lookup(1, list(range(100, 2600)))) == 2500
+    store.forget_tasks(1, [100, 101])
+    assert store.explain(1, 100) is None
+    assert store.pool_sizes() == {1: 2498}
+
+
+def test_annotation_to_task_mapping(store):
+    store.remember_annotations(1, [(5, 50), (6, 60)])
+    assert store.tasks_of_annotations([5, 6, 7]) == [50, 60]
+    assert store.tasks_of_annotations([]) == []
+
+
+def test_update_job_rejects_unknown_fields(store):
+    job_id, _ = store.request_job(1, "x", stale_after=3600)
+    store.update_job(job_id, stage="training", progress=0.4)
+    assert store.job(job_id)["stage"] == "training"
+    with pytest.raises(ValueError, match="unknown job field 'status'"):
+        store.update_job(job_id, status="done")
