@@ -1,0 +1,143 @@
+"""The benchmark end to end on digits with tiny engine settings (seconds, not minutes)."""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import numpy as np
+import pytest
+
+from autoal_engine.bench.cli import SCHEMA, main
+from autoal_engine.bench.costs import item_costs
+from autoal_engine.bench.datasets import load_digits_dataset
+from autoal_engine.bench.report import summarize
+from autoal_engine.bench.selectors import engine_selector
+from autoal_engine.bench.simulate import ReplaySettings, RoundState, make_split, run_dataset
+from autoal_engine.config import EngineConfig
+
+TINY = ["--image-size", "8", "--train-steps", "30", "--fitnet-steps", "20", "--search-iterations", "20",
+        "--threads", "1"]
+
+
+def tiny_config() -> EngineConfig:
+    config = EngineConfig()
+    config.model.image_size = 8
+    config.model.train_steps = 30
+    config.model.threads = 1
+    config.search.fitnet_steps = 20
+    config.search.iterations = 20
+    return config
+
+
+class OneClassSelector:
+    """Deliberately bad: labels only items of the lowest class still unlabeled (it reads the oracle)."""
+
+    name = "one_class"
+    uses_costs = False
+
+    def engine_config(self, base: EngineConfig) -> EngineConfig:
+        config = copy.deepcopy(base)
+        config.strategies = ("random",)
+        config.search.enabled = False
+        return config
+
+    def start(self, n_pool: int, initial: np.ndarray, budget: int, seed: int) -> None:
+        pass
+
+    def select(self, state: RoundState) -> tuple[np.ndarray, dict[str, Any]]:
+        labels = state.oracle_labels[state.unlabeled]
+        order = np.argsort(labels, kind="stable")  # class 0 first, then class 1 when 0 runs out
+        return state.unlabeled[order[: state.batch_size]], {}
+
+
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[int, Any]:
+    out = tmp_path_factory.mktemp("bench")
+    code = main(["--dataset", "digits", "--strategies", "random,margin,autoal", "--init", "20", "--batch", "20",
+                 "--budget", "60", "--seeds", "2", "--out", str(out), "--no-progress", *TINY])
+    return code, out
+
+
+def test_cli_writes_results_report_and_plots(cli_run: tuple[int, Any]) -> None:
+    code, out = cli_run
+    assert code == 0
+    for name in ("results.json", "report.md", "digits_accuracy_vs_labels.png", "digits_accuracy_vs_cost.png",
+                 "digits_autoal_weights.png"):
+        assert (out / name).stat().st_size > 0, name
+    report = (out / "report.md").read_text()
+    assert "| margin | 2 |" in report and "| autoal | 2 |" in report
+    assert "AutoAL vs random" in report
+
+
+def test_results_schema_and_pairing(cli_run: tuple[int, Any]) -> None:
+    _, out = cli_run
+    results = json.loads((out / "results.json").read_text())
+    assert results["schema"] == SCHEMA
+    assert results["settings"]["seeds"] == [0, 1]
+    digits = results["datasets"]["digits"]
+    assert digits["n_pool"] + digits["n_test"] == 1797
+    runs = digits["runs"]
+    assert sorted((r["seed"], r["strategy"]) for r in runs) == [
+        (s, n) for s in (0, 1) for n in ("autoal", "margin", "random")
+    ]
+    for run in runs:
+        assert [r["labels"] for r in run["rounds"]] == [20, 40, 60]
+        assert [r["cost"] for r in run["rounds"]] == [200.0, 400.0, 600.0]  # constant model: 10 s a label
+        assert all(0.0 <= r["accuracy"] <= 1.0 for r in run["rounds"])
+        assert {"train_seconds", "query_seconds"} <= set(run["rounds"][0])
+    for seed in (0, 1):
+        same_seed = [r for r in runs if r["seed"] == seed]
+        assert len({tuple(r["initial"]) for r in same_seed}) == 1  # one initial set per seed
+        assert len({r["split_digest"] for r in same_seed}) == 1  # one split per seed
+        assert len({r["rounds"][0]["accuracy"] for r in same_seed}) == 1  # same first model
+    assert {tuple(r["initial"]) for r in runs if r["seed"] == 0} != {tuple(r["initial"]) for r in runs
+                                                                     if r["seed"] == 1}
+    autoal = next(r for r in runs if r["strategy"] == "autoal")
+    weights = autoal["rounds"][0]["mean_strategy_weights"]
+    assert set(weights) == set(EngineConfig().strategies)
+    assert abs(sum(weights.values()) - 1.0) < 1e-3
+
+
+def test_resume_skips_finished_runs_and_refuses_other_settings(cli_run: tuple[int, Any]) -> None:
+    _, out = cli_run
+    before = (out / "results.json").read_text()
+    args = ["--dataset", "digits", "--strategies", "random,margin,autoal", "--init", "20", "--batch", "20",
+            "--budget", "60", "--seeds", "2", "--out", str(out), "--no-progress", "--no-plots", *TINY]
+    assert main(args + ["--resume"]) == 0
+    assert json.loads((out / "results.json").read_text())["datasets"] == json.loads(before)["datasets"]
+    assert main(args) == 2  # results.json exists and --resume is missing
+    changed = [a if a != "60" else "80" for a in args]
+    assert main(changed + ["--resume"]) == 2  # another budget
+
+
+def test_bad_input_gives_a_message_not_a_traceback(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--dataset", "nope", "--out", str(tmp_path / "a"), *TINY]) == 2
+    assert "dataset 'nope'" in capsys.readouterr().err
+    assert main(["--dataset", "digits", "--strategies", "margn", "--out", str(tmp_path / "b")]) == 2
+    assert "unknown strategy 'margn'" in capsys.readouterr().err
+    assert main(["--dataset", "digits", "--budget", "10", "--init", "20", "--out", str(tmp_path / "c")]) == 2
+    assert "'budget'" in capsys.readouterr().err
+
+
+def test_one_class_strategy_scores_below_random() -> None:
+    dataset = load_digits_dataset()
+    replay = ReplaySettings(init=20, batch=20, budget=80)
+    costs = item_costs(dataset, "constant")
+    runs = run_dataset(dataset, costs, [engine_selector("random"), OneClassSelector()], replay, tiny_config(),
+                       seeds=[0, 1])
+    rows = {row["strategy"]: row for row in summarize(runs)}
+    assert rows["one_class"]["aubc_mean"] < rows["random"]["aubc_mean"] - 0.05
+    assert rows["one_class"]["vs_random"].wins == 0
+    split = make_split(dataset.labels, replay, 0)
+    picked = [i for i in next(r for r in runs if r["strategy"] == "one_class" and r["seed"] == 0)["initial"]]
+    assert set(picked) <= set(split.pool[split.initial])
+
+
+def test_batch_of_one_works() -> None:
+    dataset = load_digits_dataset()
+    replay = ReplaySettings(init=20, batch=1, budget=23)
+    runs = run_dataset(dataset, item_costs(dataset, "constant"), [engine_selector("margin")], replay, tiny_config(),
+                       seeds=[3])
+    assert [r["labels"] for r in runs[0]["rounds"]] == [20, 21, 22, 23]

@@ -1,0 +1,59 @@
+"""Learning-curve metrics and the report's summary numbers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from autoal_engine.bench.metrics import cost_saved, first_reaching, normalized_aubc, paired_difference
+from autoal_engine.bench.report import goal_check, summarize
+
+
+def test_aubc_is_the_mean_height_of_the_curve() -> None:
+    assert normalized_aubc([20, 40, 60], [0.5, 0.5, 0.5]) == pytest.approx(0.5)
+    assert normalized_aubc([20, 40, 60], [0.0, 0.5, 1.0]) == pytest.approx(0.5)
+    assert normalized_aubc([20, 30, 60], [0.2, 0.8, 0.8]) == pytest.approx((10 * 0.5 + 30 * 0.8) / 40)
+    assert normalized_aubc([20], [0.7]) == pytest.approx(0.7)
+    with pytest.raises(ValueError):
+        normalized_aubc([1, 2], [0.5])
+
+
+def test_first_reaching_and_cost_saved() -> None:
+    assert first_reaching([20, 40, 60], [0.5, 0.8, 0.9], 0.8) == 40
+    assert first_reaching([20, 40, 60], [0.5, 0.8, 0.9], 0.95) is None
+    assert cost_saved(300.0, 600.0) == pytest.approx(0.5)
+    assert cost_saved(None, 600.0) is None
+
+
+def test_paired_difference_counts_wins() -> None:
+    paired = paired_difference(np.array([0.9, 0.8, 0.7]), np.array([0.8, 0.85, 0.6]))
+    assert paired.mean == pytest.approx(0.05)
+    assert (paired.wins, paired.n) == (2, 3)
+    with pytest.raises(ValueError):
+        paired_difference(np.array([1.0]), np.array([1.0, 2.0]))
+
+
+def run(strategy: str, seed: int, accuracy: list[float], weights: dict | None = None) -> dict:
+    rounds = [{"round": i, "labels": 20 + 20 * i, "cost": 10.0 * (20 + 20 * i), "accuracy": a,
+               "train_seconds": 1.0, "query_seconds": 0.5, "mean_strategy_weights": weights}
+              for i, a in enumerate(accuracy)]
+    return {"strategy": strategy, "seed": seed, "split_digest": "x", "initial": [], "rounds": rounds}
+
+
+def test_summary_and_goal_check() -> None:
+    runs = []
+    for seed in range(3):
+        runs.append(run("random", seed, [0.3, 0.5, 0.7]))
+        runs.append(run("margin", seed, [0.3, 0.7, 0.8]))
+        runs.append(run("entropy", seed, [0.3, 0.4, 0.6 + 0.01 * seed]))
+        runs.append(run("autoal", seed, [0.3, 0.7 + 0.01 * seed, 0.8], {"margin": 0.5, "entropy": 0.5}))
+        runs.append(run("libact.albl", seed, [0.3, 0.55, 0.75]))
+    rows = {r["strategy"]: r for r in summarize(runs)}
+    assert rows["random"]["aubc_mean"] == pytest.approx(0.5)
+    assert rows["margin"]["labels_to_random_final"] == 40  # reaches random's final 0.7 at 40 labels
+    assert rows["margin"]["cost_saved_vs_random"] == pytest.approx(1 - 400 / 600)
+    assert rows["margin"]["vs_random"].wins == 3
+    assert rows["entropy"]["labels_to_random_final"] is None
+    check = goal_check(runs)
+    assert check["best_candidate"] == "margin"  # autoal, random and peers are not candidates
+    assert check["meets_best"] and check["meets_random"] and check["meets_albl"]
