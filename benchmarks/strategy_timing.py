@@ -6,7 +6,8 @@ Usage: PYTHONPATH=. python benchmarks/strategy_timing.py [--sizes 10000 50000 10
 Prints one JSON object: the settings, and per pool size the wall-clock seconds of each strategy (best of
 ``--repeats``), the process CPU seconds of that best run (all threads; compare the two to see whether the
 machine was busy), the wall-clock total over the default candidate set (config.DEFAULT_STRATEGIES) and
-the peak resident memory of the process so far.
+the peak resident memory of the process so far. On a busy machine, OPENBLAS_NUM_THREADS=1 gives steadier
+numbers: multi-threaded BLAS spin-waits when its threads cannot all run.
 """
 
 from __future__ import annotations

@@ -130,7 +130,10 @@ def d2_sampler(rng: np.random.Generator) -> Callable[[np.ndarray], int]:
         total = cumulative[-1]
         if not np.isfinite(total) or total <= 0.0:
             return int(rng.choice(np.flatnonzero(gains >= 0.0)))
-        return int(min(np.searchsorted(cumulative, rng.random() * total, side="right"), len(gains) - 1))
+        i = int(np.searchsorted(cumulative, rng.random() * total, side="right"))
+        if i >= len(gains) or weights[i] <= 0.0:  # float rounding at the top end
+            i = int(np.flatnonzero(weights > 0.0)[-1])
+        return i
 
     return choose
 
