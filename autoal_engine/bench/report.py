@@ -250,9 +250,11 @@ def plot_dataset(name: str, runs: list[dict[str, Any]], out_dir: Path) -> list[P
         for number, (strategy, curve) in enumerate(sorted(grouped.items())):
             x = getattr(curve, x_key).mean(axis=0)
             mean, std = curve.accuracy.mean(axis=0), curve.accuracy.std(axis=0)
-            width = 2.5 if strategy in (AUTOAL, RANDOM) else 1.2
-            axis.plot(x, mean, label=f"{strategy} ({len(curve.seeds)})", color=colors(number % 20), lw=width)
-            axis.fill_between(x, mean - std, mean + std, color=colors(number % 20), alpha=0.12)
+            color = {AUTOAL: "black", RANDOM: "gray"}.get(strategy, colors(number % 20))
+            style = {"lw": 2.5, "ls": "--" if strategy == RANDOM else "-"} if strategy in (AUTOAL, RANDOM) else {
+                "lw": 1.2}
+            axis.plot(x, mean, label=f"{strategy} ({len(curve.seeds)})", color=color, **style)
+            axis.fill_between(x, mean - std, mean + std, color=color, alpha=0.12)
         axis.set_xlabel(x_label)
         axis.set_ylabel("test accuracy")
         axis.set_title(f"{name}: accuracy vs {x_key} (mean +- std over seeds)")
