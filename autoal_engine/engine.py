@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 
 from autoal_engine import cost as cost_module
 from autoal_engine.config import EngineConfig
@@ -44,7 +45,7 @@ from autoal_engine.search import (
     run_search,
     searchnet_from_state,
 )
-from autoal_engine.strategies import check_strategy_names, score_matrix
+from autoal_engine.strategies import check_strategy_names, needs_mc_dropout, score_matrix
 
 log = logging.getLogger(__name__)
 
@@ -189,9 +190,9 @@ class Engine:
                                            self.channels, self.device)
             batch = max(2, math.ceil(ratio * len(eval_idx)))
             outputs = pool_outputs(fitnet, _tensor_source(images[eval_idx]), config.model, self.channels,
-                                   self.device, train_embeddings, y[train_idx], batch, config.seed + group)
-            candidates = normalize_candidates(score_matrix(config.strategies, outputs),
-                                              config.search.candidate_scores, ratio)
+                                   self.device, train_embeddings, y[train_idx], batch, config.seed + group,
+                                   self._mc_samples())
+            candidates = normalize_candidates(self._scores(outputs), config.search.candidate_scores, ratio)
             labels = y[eval_idx]
             correct += int((outputs.probs.argmax(1) == labels).sum())
             parts.append({
@@ -224,10 +225,10 @@ class Engine:
         source = ImageSource(pool, "pool")
         known = check_costs(known_costs, len(source), "known_costs")
         outputs = pool_outputs(self.model, source, config.model, self.channels, self.device,
-                               self.labeled_embeddings, self.labeled_labels, config.batch_size, config.seed)
+                               self.labeled_embeddings, self.labeled_labels, config.batch_size, config.seed,
+                               self._mc_samples())
         ratio = self._ratio(len(source))
-        candidates = normalize_candidates(score_matrix(config.strategies, outputs),
-                                          config.search.candidate_scores, ratio)
+        candidates = normalize_candidates(self._scores(outputs), config.search.candidate_scores, ratio)
         weights = self._strategy_weights(outputs, candidates, source)
         z = mixture_scores(torch.from_numpy(candidates), torch.from_numpy(weights)).numpy().astype(np.float64)
         if self.search is not None:
@@ -249,6 +250,15 @@ class Engine:
             mean_strategy_weights={n: float(w) for n, w in
                                    zip(config.strategies, weights.mean(axis=0), strict=True)},
         )
+
+    def _mc_samples(self) -> int:
+        return self.config.model.mc_samples if needs_mc_dropout(self.config.strategies) else 0
+
+    def _scores(self, outputs) -> np.ndarray:
+        """Raw candidate scores (N, K). BLAS is held to one thread: the strategies' matrix products are
+        small, and a multi-threaded BLAS that spin-waits on a busy 2-core machine runs ten times slower."""
+        with threadpool_limits(limits=1, user_api="blas"):
+            return score_matrix(self.config.strategies, outputs)
 
     def _strategy_weights(self, outputs, candidates: np.ndarray, source: ImageSource) -> np.ndarray:
         k = candidates.shape[1]

@@ -218,11 +218,12 @@ def embed(model: TaskModel, source: ImageSource, config: ModelConfig, channels: 
 @torch.no_grad()
 def pool_outputs(model: TaskModel, source: ImageSource, config: ModelConfig, channels: int,
                  device: torch.device, labeled_embeddings: np.ndarray, labeled_labels: np.ndarray,
-                 batch_size: int, seed: int) -> PoolOutputs:
+                 batch_size: int, seed: int, mc_samples: int) -> PoolOutputs:
     """One pass over the pool: probabilities, embeddings, predicted loss and the MC-dropout digest.
 
     MC dropout: h -> head(mask_t * h / (1 - p)) for t = 1..T with Bernoulli masks from a seeded
     generator, so scores are reproducible and cost T head evaluations, not T backbone passes.
+    ``mc_samples=0`` skips the sampling (no strategy needs it): the digest is that of the plain pass.
     """
     model.to(device).eval()
     generator = torch.Generator(device="cpu").manual_seed(seed + 7919)
@@ -232,10 +233,14 @@ def pool_outputs(model: TaskModel, source: ImageSource, config: ModelConfig, cha
         with _autocast(device, config):
             logits, emb, loss = model(chunk.to(device))
         emb = emb.float()
-        masks = (torch.rand((config.mc_samples, *emb.shape), generator=generator) < keep).to(device)
-        mc_logits = model.head(emb.unsqueeze(0) * masks / keep)
-        digest = mc_digest(torch.softmax(mc_logits, dim=-1).cpu().numpy())
-        digest["probs"] = torch.softmax(logits.float(), dim=1).cpu().numpy()
+        probs = torch.softmax(logits.float(), dim=1)
+        if mc_samples > 0:
+            masks = (torch.rand((mc_samples, *emb.shape), generator=generator) < keep).to(device)
+            mc_probs = torch.softmax(model.head(emb.unsqueeze(0) * masks / keep), dim=-1)
+        else:
+            mc_probs = probs.unsqueeze(0)
+        digest = mc_digest(mc_probs.cpu().numpy())
+        digest["probs"] = probs.cpu().numpy()
         digest["embeddings"] = emb.cpu().numpy()
         digest["predicted_loss"] = loss.float().cpu().numpy()
         for key, value in digest.items():

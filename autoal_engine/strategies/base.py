@@ -25,6 +25,7 @@ class Strategy(ABC):
 
     name: ClassVar[str]
     batch_aware: ClassVar[bool] = False  # True when the score comes from a greedy batch construction
+    uses_mc_dropout: ClassVar[bool] = False  # True when the score reads the MC-dropout digest
 
     @abstractmethod
     def score(self, outputs: PoolOutputs) -> np.ndarray:
@@ -54,6 +55,11 @@ def check_strategy_names(names: Sequence[str]) -> None:
         raise ValueError(f"strategies: duplicate names in {list(names)}")
     for name in names:
         make_strategy(name)
+
+
+def needs_mc_dropout(names: Sequence[str]) -> bool:
+    """Whether any of these strategies reads MC-dropout samples (otherwise the pool pass skips them)."""
+    return any(STRATEGIES[name].uses_mc_dropout for name in names)
 
 
 def percentile_rank(scores: np.ndarray) -> np.ndarray:

@@ -56,6 +56,7 @@ class Bald(Strategy):
     """
 
     name = "bald"
+    uses_mc_dropout = True
 
     def score(self, outputs: PoolOutputs) -> np.ndarray:
         mutual_information = entropy(outputs.mc_mean_probs.astype(np.float64)) - outputs.mc_mean_entropy
@@ -69,6 +70,7 @@ class MeanStd(Strategy):
     (Kampffmeyer, Salberg & Jenssen, CVPR Workshops 2016)."""
 
     name = "mean_std"
+    uses_mc_dropout = True
 
     def score(self, outputs: PoolOutputs) -> np.ndarray:
         return outputs.mc_std.astype(np.float64)
@@ -85,6 +87,7 @@ class VarRatio(Strategy):
     """
 
     name = "var_ratio"
+    uses_mc_dropout = True
 
     def score(self, outputs: PoolOutputs) -> np.ndarray:
         return 1.0 - outputs.mc_mode_fraction.astype(np.float64)
