@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 
 import numpy as np
 import torch
@@ -74,10 +75,7 @@ class ResNet18Backbone(nn.Module):
 
         net = torchvision.models.resnet18(weights=None)
         if pretrained_path:
-            state = torch.load(pretrained_path, map_location="cpu", weights_only=True)
-            missing, unexpected = net.load_state_dict(state, strict=False)
-            log.info("loaded backbone weights from %s (missing %d, unexpected %d)", pretrained_path,
-                     len(missing), len(unexpected))
+            load_local_weights(net, pretrained_path)
         net.conv1 = nn.Conv2d(in_channels, 64, 3, stride=1, padding=1, bias=False)
         self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
         self.layers = nn.ModuleList([net.layer1, net.layer2, net.layer3, net.layer4])
@@ -91,6 +89,21 @@ class ResNet18Backbone(nn.Module):
             x = layer(x)
             stages.append(x.mean(dim=(2, 3)))
         return stages[-1], stages
+
+
+def load_local_weights(module: nn.Module, path: str) -> None:
+    """Load a state_dict saved with torch.save from a local file (never a download). Keys that do not
+    match (a classifier head, a stem for another channel count) are skipped and logged."""
+    if not os.path.isfile(path):
+        raise ValueError(f"model.pretrained_path: no such file {path!r}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - any unreadable file is a configuration error
+        raise ValueError(f"model.pretrained_path: cannot read weights from {path!r}: {error}") from error
+    own = module.state_dict()
+    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    module.load_state_dict(usable, strict=False)
+    log.info("loaded %d of %d weight tensors from %s", len(usable), len(own), path)
 
 
 class LossPredictionHead(nn.Module):
@@ -124,6 +137,8 @@ class TaskModel(nn.Module):
         super().__init__()
         if config.backbone == "small_cnn":
             self.backbone: nn.Module = SmallCNN(in_channels, config.embedding_dim)
+            if config.pretrained_path:
+                load_local_weights(self.backbone, config.pretrained_path)
         elif config.backbone == "resnet18":
             self.backbone = ResNet18Backbone(in_channels, config.pretrained_path)
         else:

@@ -175,3 +175,21 @@ def test_paper_configuration_runs_end_to_end(split):
     ranking = Engine(config).fit(x, y, pool_size=len(pool)).rank(pool)
     assert np.isfinite(ranking.priority).all()
     assert set(np.unique(ranking.strategy_weights.round(6))) != {1 / 7}
+
+
+def test_pretrained_backbone_weights_come_from_a_local_file(tmp_path, split):
+    import torch
+
+    from autoal_engine.models import SmallCNN, TaskModel
+
+    donor = SmallCNN(1, 64)
+    torch.nn.init.constant_(donor.blocks[0][0].weight, 0.125)
+    path = tmp_path / "backbone.pt"
+    torch.save(donor.state_dict(), path)
+    config = fast_config().model
+    config.pretrained_path = str(path)
+    model = TaskModel(config, in_channels=1, num_classes=10)
+    assert torch.equal(model.backbone.blocks[0][0].weight, donor.blocks[0][0].weight)
+    config.pretrained_path = str(tmp_path / "missing.pt")
+    with pytest.raises(ValueError, match="pretrained_path"):
+        TaskModel(config, in_channels=1, num_classes=10)
