@@ -102,6 +102,15 @@ CREATE TABLE IF NOT EXISTS annotations (
     project_id INTEGER NOT NULL,
     task_id INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS label_costs (
+    project_id INTEGER NOT NULL,
+    task_id INTEGER NOT NULL,
+    model_version TEXT NOT NULL,
+    predicted_seconds REAL NOT NULL,
+    observed_seconds REAL NOT NULL,
+    recorded_at REAL NOT NULL,
+    PRIMARY KEY (project_id, task_id)
+);
 """
 
 
@@ -186,9 +195,7 @@ class Store:
 
     def current_version(self, project_id: int) -> str | None:
         with self._read() as db:
-            row = db.execute(
-                "SELECT current_version FROM projects WHERE project_id=?", (project_id,)
-            ).fetchone()
+            row = db.execute("SELECT current_version FROM projects WHERE project_id=?", (project_id,)).fetchone()
         return row["current_version"] if row else None
 
     def reserve_version(self, project_id: int) -> str:
@@ -199,9 +206,7 @@ class Store:
                 "ON CONFLICT(project_id) DO UPDATE SET version_counter=version_counter+1",
                 (project_id, time.time()),
             )
-            counter = db.execute(
-                "SELECT version_counter FROM projects WHERE project_id=?", (project_id,)
-            ).fetchone()[0]
+            counter = db.execute("SELECT version_counter FROM projects WHERE project_id=?", (project_id,)).fetchone()[0]
         return f"autoal-v{counter}"
 
     # -- events -----------------------------------------------------------------------------------------
@@ -260,6 +265,20 @@ class Store:
             rows = db.execute("SELECT DISTINCT project_id FROM events WHERE handled_by IS NULL").fetchall()
         return sorted(row[0] for row in rows)
 
+    def recent_events(self, project_id: int, limit: int = 50) -> list[dict[str, Any]]:
+        """Newest first: action, task and annotation ids, time, and the job that handled it (0: no job needed)."""
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT * FROM events WHERE project_id=? ORDER BY id DESC LIMIT ?", (project_id, limit)
+            ).fetchall()
+        events = []
+        for row in rows:
+            event = dict(row)
+            event["task_ids"] = json.loads(event["task_ids"])
+            event["annotation_ids"] = json.loads(event["annotation_ids"])
+            events.append(event)
+        return events
+
     def event_counts(self) -> dict[str, int]:
         with self._read() as db:
             rows = db.execute("SELECT action, COUNT(*) FROM events GROUP BY action").fetchall()
@@ -300,9 +319,7 @@ class Store:
             row = db.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
             if row is None or row["status"] != "queued":
                 return None
-            last_event = db.execute(
-                "SELECT MAX(id) FROM events WHERE project_id=?", (row["project_id"],)
-            ).fetchone()[0]
+            last_event = db.execute("SELECT MAX(id) FROM events WHERE project_id=?", (row["project_id"],)).fetchone()[0]
             db.execute(
                 "UPDATE jobs SET status='running', stage='starting', progress=0, started_at=?, "
                 "heartbeat_at=?, last_event_id=? WHERE id=?",
@@ -351,9 +368,7 @@ class Store:
     def interrupt_active_jobs(self) -> list[int]:
         """Mark every queued/running job failed (their in-process worker is gone); return their projects."""
         with self._write() as db:
-            rows = db.execute(
-                "SELECT DISTINCT project_id FROM jobs WHERE status IN ('queued','running')"
-            ).fetchall()
+            rows = db.execute("SELECT DISTINCT project_id FROM jobs WHERE status IN ('queued','running')").fetchall()
             db.execute(
                 "UPDATE jobs SET status='failed', error='interrupted: the server stopped', finished_at=? "
                 "WHERE status IN ('queued','running')",
@@ -412,9 +427,7 @@ class Store:
 
     # -- models and rankings ----------------------------------------------------------------------------
 
-    def commit_model(
-        self, project_id: int, model: dict[str, Any], ranking_rows: Sequence[dict[str, Any]]
-    ) -> None:
+    def commit_model(self, project_id: int, model: dict[str, Any], ranking_rows: Sequence[dict[str, Any]]) -> None:
         """Atomically: add the model version, replace the project's ranking, make the version current."""
         now = time.time()
         with self._write() as db:
@@ -530,9 +543,34 @@ class Store:
 
     def forget_tasks(self, project_id: int, task_ids: Sequence[int]) -> None:
         with self._write() as db:
+            db.executemany("DELETE FROM rankings WHERE project_id=? AND task_id=?", [(project_id, t) for t in task_ids])
+
+    def record_label_costs(self, project_id: int, observed: dict[int, float]) -> int:
+        """Keep (predicted, observed) seconds of newly labeled tasks; call before the ranking is replaced.
+
+        The prediction is the one the ranking held when the task was labeled, so the pairs measure the
+        cost model out of sample. A task keeps its first pair; unknown or non-positive times are ignored.
+        """
+        now = time.time()
+        pairs = [(task, float(s)) for task, s in observed.items() if _finite(s) is not None and float(s) > 0]
+        with self._write() as db:
+            before = db.total_changes
             db.executemany(
-                "DELETE FROM rankings WHERE project_id=? AND task_id=?", [(project_id, t) for t in task_ids]
+                "INSERT OR IGNORE INTO label_costs (project_id, task_id, model_version, predicted_seconds, "
+                "observed_seconds, recorded_at) SELECT project_id, task_id, model_version, predicted_cost, ?, ? "
+                "FROM rankings WHERE project_id=? AND task_id=? AND predicted_cost IS NOT NULL",
+                [(seconds, now, project_id, task_id) for task_id, seconds in pairs],
             )
+            return db.total_changes - before
+
+    def label_costs(self, project_id: int, limit: int = 5000) -> list[dict[str, Any]]:
+        """Newest first: task id, model version, predicted and observed seconds (see record_label_costs)."""
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT * FROM label_costs WHERE project_id=? ORDER BY recorded_at DESC, task_id LIMIT ?",
+                (project_id, limit),
+            ).fetchall()
+        return [dict(row) for row in rows]
 
     # -- status -----------------------------------------------------------------------------------------
 

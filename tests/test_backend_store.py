@@ -54,8 +54,12 @@ def test_success_marks_covered_events_failure_keeps_them(store):
 
 def test_events_that_need_no_job_are_handled_at_once(store):
     store.record_event(1, "PROJECT_UPDATED", needs_job=False)
-    assert store.pending_events(1) == 0
-    assert store.event_counts() == {"PROJECT_UPDATED": 1}
+    store.record_event(1, "ANNOTATIONS_DELETED", [7], [70])
+    assert store.pending_events(1) == 1
+    assert store.event_counts() == {"PROJECT_UPDATED": 1, "ANNOTATIONS_DELETED": 1}
+    newest, oldest = store.recent_events(1)
+    assert (newest["action"], newest["task_ids"], newest["annotation_ids"]) == ("ANNOTATIONS_DELETED", [7], [70])
+    assert (newest["handled_by"], oldest["handled_by"]) == (None, 0)
 
 
 def test_stale_running_job_is_failed_and_replaced(store):

@@ -1,0 +1,1 @@
+"""Integration tests against real Label Studio and Redis (marker: integration)."""

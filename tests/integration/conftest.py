@@ -1,0 +1,360 @@
+"""Real services for the integration tests: Label Studio 1.23.2, the backend under gunicorn, Redis.
+
+Label Studio is found through LABEL_STUDIO_BIN, else <repo>/.venv-ls/bin/label-studio, else
+/tmp/lsvenv/bin/label-studio; when none exists, <repo>/.venv-ls is created and label-studio==1.23.2
+pip-installed into it (a few minutes, once). It starts once per test session on 127.0.0.1 with a
+throwaway HOME and data dir and the settings of label-studio-protocol.md section 8 (legacy token on,
+local ML backends and webhooks allowed), and stops at the end.
+
+Images are real: scikit-learn's bundled digits, upscaled to 32x32 PNG files and uploaded through LS's
+import API (so tasks reference ``/data/upload/...``, fetched by the backend with its token).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import venv
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from label_studio_sdk import LabelStudio
+from PIL import Image
+
+from ls_backend.store import Store
+
+REPO = Path(__file__).resolve().parents[2]
+LS_VERSION = "1.23.2"
+CLASSES = [str(digit) for digit in range(10)]
+LABEL_CONFIG = (
+    '<View><Image name="image" value="$image"/><Choices name="digit" toName="image" choice="single">'
+    + "".join(f'<Choice value="{c}"/>' for c in CLASSES)
+    + "</Choices></View>"
+)
+SMALL_ENGINE = {
+    "model": {"image_size": 16, "train_steps": 100, "mc_samples": 8},
+    "search": {"fitnet_steps": 40, "iterations": 40},
+}
+BASIC_USER, BASIC_PASS = "autoal", "integration-secret"
+UPLOAD_BATCH = 50  # LS (Django) refuses more than 100 files per request
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.25) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def stop_process(process: subprocess.Popen, timeout: float = 20.0) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+
+
+# -- Label Studio ---------------------------------------------------------------------------------------
+
+
+def label_studio_binary() -> Path:
+    candidates = [
+        os.environ.get("LABEL_STUDIO_BIN"),
+        REPO / ".venv-ls/bin/label-studio",
+        "/tmp/lsvenv/bin/label-studio",
+    ]
+    for candidate in candidates:
+        if candidate and Path(candidate).exists():
+            return Path(candidate)
+    target = REPO / ".venv-ls"
+    venv.EnvBuilder(with_pip=True, clear=True).create(target)
+    subprocess.run([target / "bin/python", "-m", "pip", "install", "-q", f"label-studio=={LS_VERSION}"], check=True)
+    return target / "bin/label-studio"
+
+
+@dataclass
+class LabelStudioServer:
+    url: str
+    token: str
+    log: Path
+    sdk: LabelStudio = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.sdk = LabelStudio(base_url=self.url, api_key=self.token, timeout=120)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Token {self.token}"}
+
+    def api(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        return httpx.request(method, self.url + path, headers=self.headers, timeout=120, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def label_studio(tmp_path_factory) -> Iterator[LabelStudioServer]:
+    binary = label_studio_binary()
+    root = tmp_path_factory.mktemp("label-studio")
+    (root / "home").mkdir()
+    port = free_port()
+    token = secrets.token_hex(20)
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME") and not key.startswith("LABEL_STUDIO")
+    }
+    env.update(
+        HOME=str(root / "home"),
+        LABEL_STUDIO_BASE_DATA_DIR=str(root / "data"),
+        LABEL_STUDIO_COLLECT_ANALYTICS="false",
+        LABEL_STUDIO_LATEST_VERSION_CHECK="false",
+        LABEL_STUDIO_USERNAME="admin@example.com",
+        LABEL_STUDIO_PASSWORD="pass12345",
+        LABEL_STUDIO_USER_TOKEN=token,
+        LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN="true",
+        LABEL_STUDIO_ML_BLOCK_LOCAL_IP="false",
+        LABEL_STUDIO_SSRF_PROTECTION_ENABLED="false",
+    )
+    log = root / "label-studio.log"
+    with open(log, "wb") as output:
+        process = subprocess.Popen(
+            [binary, "start", "--no-browser", "--internal-host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            cwd=root,
+        )
+    url = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        if process.poll() is not None:
+            raise AssertionError(f"Label Studio exited with {process.returncode}; see {log}")
+        try:
+            return httpx.get(url + "/health", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_for(healthy, 300, "Label Studio to start (first start runs migrations)", interval=1.0)
+        yield LabelStudioServer(url=url, token=token, log=log)
+    finally:
+        stop_process(process)
+
+
+# -- data -----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def digit_images(tmp_path_factory) -> list[Path]:
+    """300 real handwritten digits (scikit-learn's bundled set) as 32x32 grayscale PNG files."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    folder = tmp_path_factory.mktemp("digits")
+    order = np.random.default_rng(0).permutation(len(digits.images))[:300]
+    paths = []
+    for number, index in enumerate(order):
+        pixels = (digits.images[index] / 16.0 * 255).astype(np.uint8)
+        path = folder / f"digit{number:04d}_{digits.target[index]}.png"
+        Image.fromarray(pixels).resize((32, 32), Image.NEAREST).save(path)
+        paths.append(path)
+    return paths
+
+
+def true_label(task: dict[str, Any]) -> str:
+    """The digit, from the uploaded file name (LS keeps it after an 8-character prefix)."""
+    return re.search(r"_(\d)\.png$", task["data"]["image"]).group(1)
+
+
+def create_project(ls: LabelStudioServer, title: str, images: list[Path]) -> int:
+    project = ls.sdk.projects.create(title=title, label_config=LABEL_CONFIG)
+    for start in range(0, len(images), UPLOAD_BATCH):
+        files = []
+        for number, path in enumerate(images[start : start + UPLOAD_BATCH]):
+            files.append((f"file{number}", (path.name, path.read_bytes(), "image/png")))
+        response = ls.api("POST", f"/api/projects/{project.id}/import", files=files)
+        assert response.status_code == 201, response.text
+    return int(project.id)
+
+
+def list_tasks(ls: LabelStudioServer, project_id: int) -> list[dict[str, Any]]:
+    return [task.model_dump(mode="json") for task in ls.sdk.tasks.list(project=project_id, page_size=500, fields="all")]
+
+
+def annotate(ls: LabelStudioServer, task: dict[str, Any], label: str | None = None, lead_time: float = 5.0) -> int:
+    result = [
+        {"from_name": "digit", "to_name": "image", "type": "choices", "value": {"choices": [label or true_label(task)]}}
+    ]
+    return int(ls.sdk.annotations.create(id=task["id"], result=result, lead_time=lead_time).id)
+
+
+def connect_backend(ls: LabelStudioServer, project_id: int, backend: BackendServer) -> int:
+    response = ls.api(
+        "POST",
+        "/api/ml/",
+        json={
+            "url": backend.url,
+            "project": project_id,
+            "title": "AutoAL",
+            "auth_method": "BASIC_AUTH",
+            "basic_auth_user": BASIC_USER,
+            "basic_auth_pass": BASIC_PASS,
+        },
+    )
+    assert response.status_code == 201, response.text
+    assert response.json()["state"] == "CO", response.text
+    return int(response.json()["id"])
+
+
+# -- the backend ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class BackendServer:
+    url: str
+    model_dir: Path
+    log: Path
+    env: dict[str, str]
+    process: subprocess.Popen
+
+    @property
+    def store(self) -> Store:
+        return Store(self.model_dir / "autoal.sqlite3")
+
+    @property
+    def auth(self) -> tuple[str, str]:
+        return (BASIC_USER, BASIC_PASS)
+
+    def post(self, path: str, body: Any, **kwargs: Any) -> httpx.Response:
+        content = body if isinstance(body, (bytes, str)) else json.dumps(body)
+        headers = {"Content-Type": "application/json"}
+        return httpx.post(self.url + path, content=content, headers=headers, auth=self.auth, timeout=120, **kwargs)
+
+    def wait_for_job(self, project_id: int, after_job: int = 0, timeout: float = 180) -> dict[str, Any]:
+        """The first finished job of the project newer than `after_job` that produced a model."""
+
+        def finished() -> dict[str, Any] | None:
+            if self.process.poll() is not None:
+                raise AssertionError(f"the backend exited; see {self.log}")
+            for job in reversed(self.store.recent_jobs(project_id, limit=100)):
+                if job["id"] > after_job and job["status"] == "done":
+                    return job
+            return None
+
+        return wait_for(finished, timeout, f"a retrain of project {project_id}")
+
+    def settled(self, project_id: int) -> bool:
+        """No job queued or running for the project."""
+        return not any(job["status"] in ("queued", "running") for job in self.store.recent_jobs(project_id))
+
+
+def backend_environment(ls: LabelStudioServer, model_dir: Path, **extra: str) -> dict[str, str]:
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("AUTOAL_", "LABEL_STUDIO", "BASIC_AUTH", "REDIS_URL", "MODEL_DIR"))
+    }
+    env.update(
+        LABEL_STUDIO_URL=ls.url,
+        LABEL_STUDIO_API_KEY=ls.token,
+        BASIC_AUTH_USER=BASIC_USER,
+        BASIC_AUTH_PASS=BASIC_PASS,
+        MODEL_DIR=str(model_dir),
+        AUTOAL_DEVICE="cpu",
+        AUTOAL_ENGINE_CONFIG=json.dumps(SMALL_ENGINE),
+        AUTOAL_LS_BACKOFF="0.2",
+        AUTOAL_JOB_RETRY_DELAY="2",
+    )
+    env.update(extra)
+    return env
+
+
+def start_backend(ls: LabelStudioServer, model_dir: Path, **extra: str) -> BackendServer:
+    port = free_port()
+    env = backend_environment(ls, model_dir, **extra)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    log = model_dir / "backend.log"
+    with open(log, "ab") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "ls_backend.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+        )
+    backend = BackendServer(url=f"http://127.0.0.1:{port}", model_dir=model_dir, log=log, env=env, process=process)
+
+    def healthy() -> bool:
+        if process.poll() is not None:
+            raise AssertionError(f"the backend exited with {process.returncode}; see {log}")
+        try:
+            return httpx.get(backend.url + "/health", auth=backend.auth, timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_for(healthy, 60, "the backend to start")
+    return backend
+
+
+# -- Redis ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def redis_url(tmp_path) -> Iterator[str]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail("redis-server is not installed (Debian package redis-server)")
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
+
+    def ready() -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return True
+        except OSError:
+            return False
+
+    try:
+        wait_for(ready, 20, "redis-server")
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        stop_process(process)
