@@ -1,0 +1,306 @@
+"""The status page at ``GET /``: what the backend is doing for each Label Studio project, in one HTML page.
+
+Per project: the current job with its progress, recent errors, the learning curve, AutoAL's strategy
+weights per round, the cost model (predicted against observed seconds), the next tasks in the queue with
+the reasons for their place, and recent jobs. Everything comes from the SQLite store, so the page is the
+same whichever process ran the jobs. Plots are inline SVG drawn on the server (`ls_backend.plots`); the
+page loads nothing else (no script, no CDN) and refreshes itself every 30 seconds.
+``GET /?project=<id>`` shows one project.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from flask import Blueprint, render_template_string, request
+from markupsafe import Markup
+
+from autoal_engine.cost import spearman
+from ls_backend import plots
+from ls_backend.store import Store
+from ls_backend.webhook import InvalidRequest
+
+QUEUE_LENGTH = 20
+REFRESH_SECONDS = 30
+
+
+def status_blueprint(backend: Any) -> Blueprint:
+    """The page as a Blueprint; `backend` is the app's ``Backend`` (its store and settings are read)."""
+    blueprint = Blueprint("status", __name__)
+
+    @blueprint.get("/")
+    def status_page() -> str:
+        store: Store = backend.store
+        projects = store.list_projects()
+        chosen = request.args.get("project")
+        if chosen is not None:
+            if not chosen.strip().isdigit():
+                raise InvalidRequest(f"'project' must be a project id, got {chosen[:40]!r}")
+            if int(chosen) not in projects:
+                raise InvalidRequest(f"project {int(chosen)} is not known to this backend", 404)
+            shown = [int(chosen)]
+        else:
+            shown = projects
+        return render_template_string(
+            PAGE,
+            projects=projects,
+            views=[project_view(store, project_id, _min_spearman(backend)) for project_id in shown],
+            runner=getattr(backend.runner, "name", "?"),
+            refresh=REFRESH_SECONDS,
+            now=time.time(),
+            ago=_ago,
+            number=_number,
+            percent=_percent,
+            timestamp=_timestamp,
+        )
+
+    return blueprint
+
+
+def project_view(store: Store, project_id: int, min_spearman: float | None = None) -> dict[str, Any]:
+    """Everything the page shows for one project."""
+    status = store.project_status(project_id)
+    models = store.model_history(project_id, limit=100)
+    jobs = store.recent_jobs(project_id, limit=50)
+    costs = store.label_costs(project_id)
+    latest = status["latest_model"] or {}
+    return {
+        **status,
+        "n_labels": latest.get("n_labels"),
+        "pool_size": store.pool_sizes().get(project_id, 0),
+        "report": latest.get("report") or {},
+        "cost_report": latest.get("cost_report") or {},
+        "cost_pairs": len(costs),
+        "cost_spearman": spearman(
+            [row["predicted_seconds"] for row in costs], [row["observed_seconds"] for row in costs]
+        ),
+        "min_spearman": min_spearman,
+        "queue": [_queue_row(row) for row in store.ranking(project_id, QUEUE_LENGTH)],
+        "jobs": jobs[:10],
+        "errors": [job for job in jobs if job["status"] == "failed"][:5],
+        "learning_curve": Markup(plots.learning_curve_svg(models) or ""),
+        "strategy_weights": Markup(plots.strategy_weights_svg(models) or ""),
+        "cost_plot": Markup(plots.cost_svg(costs) or ""),
+    }
+
+
+def _queue_row(row: dict[str, Any]) -> dict[str, Any]:
+    weights = sorted((row.get("strategy_weights") or {}).items(), key=lambda item: -item[1])
+    return {**row, "top_strategies": [(name, weight) for name, weight in weights[:3] if weight > 0]}
+
+
+def _min_spearman(backend: Any) -> float | None:
+    try:
+        return float(backend.settings.engine_config().cost.min_spearman)
+    except (ValueError, AttributeError):
+        return None
+
+
+def _ago(seconds_since_epoch: float | None, now: float) -> str:
+    if not seconds_since_epoch:
+        return "–"
+    seconds = max(0.0, now - seconds_since_epoch)
+    for size, unit in ((86400, "d"), (3600, "h"), (60, "min")):
+        if seconds >= size:
+            return f"{seconds / size:.0f} {unit} ago"
+    return f"{seconds:.0f} s ago"
+
+
+def _number(value: Any, digits: int = 2, unit: str = "") -> str:
+    if value is None:
+        return "–"
+    return f"{float(value):.{digits}f}{unit}"
+
+
+def _percent(value: Any) -> str:
+    return "–" if value is None else f"{100 * float(value):.0f}%"
+
+
+def _timestamp(seconds_since_epoch: float | None) -> str:
+    if not seconds_since_epoch:
+        return "–"
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(seconds_since_epoch))
+
+
+PAGE = """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta http-equiv="refresh" content="{{ refresh }}">
+<title>AutoAL backend status</title>
+<link rel="icon" href="data:,">
+<style>
+  body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif;
+         margin: 0; color: #1d2330; background: #f4f6f9; }
+  header { background: #1d2330; color: #fff; padding: 12px 24px; display: flex; gap: 24px; align-items: baseline;
+           flex-wrap: wrap; }
+  header h1 { font-size: 18px; margin: 0; }
+  header a { color: #b9d3ff; margin-right: 12px; }
+  main { max-width: 1280px; margin: 0 auto; padding: 16px 24px 48px; }
+  section.project { background: #fff; border: 1px solid #dde2ea; border-radius: 8px; padding: 16px 20px;
+                    margin-bottom: 24px; }
+  h2 { margin: 0 0 4px; font-size: 20px; }
+  h3 { margin: 20px 0 8px; font-size: 15px; }
+  .facts { color: #4a5468; margin: 0 0 12px; }
+  .facts b { color: #1d2330; }
+  .grid { display: grid; grid-template-columns: repeat(auto-fit, minmax(360px, 1fr)); gap: 16px; }
+  .card { border: 1px solid #e3e7ee; border-radius: 6px; padding: 10px 12px; background: #fcfdfe; }
+  .card p { margin: 4px 0; }
+  svg.plot { width: 100%; max-width: 640px; height: auto; display: block; margin: 0 auto; }
+  .empty { color: #6b7385; font-style: italic; padding: 24px 8px; text-align: center; }
+  table { border-collapse: collapse; width: 100%; font-size: 13px; }
+  th, td { text-align: left; padding: 4px 8px; border-bottom: 1px solid #edf0f4; vertical-align: top; }
+  th { background: #f0f3f7; font-weight: 600; }
+  td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
+  progress { width: 240px; height: 14px; vertical-align: middle; }
+  .state { display: inline-block; padding: 1px 8px; border-radius: 10px; font-size: 12px; font-weight: 600;
+           background: #e8ecf2; }
+  .state-running { background: #dbeafe; color: #1e40af; }
+  .state-queued { background: #fef3c7; color: #92400e; }
+  .state-done { background: #dcfce7; color: #166534; }
+  .state-failed { background: #fee2e2; color: #991b1b; }
+  .state-skipped { background: #f1f5f9; color: #475569; }
+  .errors li { color: #991b1b; margin-bottom: 4px; }
+  .muted { color: #6b7385; }
+  .strategy { white-space: nowrap; }
+</style>
+</head>
+<body>
+<header>
+  <h1>AutoAL backend</h1>
+  <span>{{ projects|length }} project{{ "" if projects|length == 1 else "s" }} · job runner: {{ runner }}
+    · {{ timestamp(now) }}</span>
+  <nav>{% for p in projects %}<a href="?project={{ p }}">project {{ p }}</a>{% endfor %}
+    {% if views|length < projects|length %}<a href="?">all</a>{% endif %}</nav>
+</header>
+<main>
+{% if not views %}
+  <section class="project" id="no-projects">
+    <h2>No projects yet</h2>
+    <p>Connect this backend to a Label Studio project (Settings → Model → Connect model, URL of this server).
+      Label Studio then calls <code>/setup</code> and the project appears here; it is trained after the
+      first annotations of two different classes arrive.</p>
+  </section>
+{% endif %}
+{% for v in views %}
+<section class="project" id="project-{{ v.project_id }}" data-project="{{ v.project_id }}">
+  <h2>Project {{ v.project_id }}</h2>
+  <p class="facts">
+    model <b class="model-version">{{ v.current_version or "none yet" }}</b>
+    · <b>{{ v.n_labels if v.n_labels is not none else 0 }}</b> labels
+    · <b>{{ v.pool_size }}</b> tasks ranked
+    · held-out accuracy <b>{{ percent(v.latest_model.holdout_accuracy) if v.latest_model else "–" }}</b>
+    · classes {{ v.classes|join(", ") if v.classes else "–" }}
+    · events waiting for a job: <b>{{ v.pending_events }}</b>
+    {% if v.report.device %}· device {{ v.report.device }}{% endif %}
+  </p>
+
+  <div class="card job" id="job-{{ v.project_id }}">
+  {% set j = v.active_job %}
+  {% if j %}
+    <p><b>Current job #{{ j.id }}</b> <span class="state state-{{ j.status }}">{{ j.status }}</span>
+      stage <b class="stage">{{ j.stage }}</b>
+      <progress value="{{ j.progress }}" max="1"></progress> <b class="progress">{{ percent(j.progress) }}</b></p>
+    <p class="muted">trigger {{ j.trigger }} · queued {{ ago(j.created_at, now) }}
+      {% if j.started_at %}· started {{ ago(j.started_at, now) }}
+      · last heartbeat {{ ago(j.heartbeat_at, now) }}{% endif %}
+      {% if j.n_labels is not none %}· {{ j.n_labels }} labels, {{ j.n_pool }} pool tasks{% endif %}</p>
+  {% elif v.last_job %}
+    {% set j = v.last_job %}
+    <p><b>No job running.</b> Last job #{{ j.id }} <span class="state state-{{ j.status }}">{{ j.status }}</span>
+      {{ ago(j.finished_at, now) }}{% if j.status == "skipped" and j.error %}: {{ j.error }}{% endif %}</p>
+  {% else %}
+    <p><b>No job yet.</b> A job starts when annotations arrive (or with "Start training" in Label Studio).</p>
+  {% endif %}
+  </div>
+
+  {% if v.errors or v.config_error %}
+  <h3>Recent errors</h3>
+  <ul class="errors" id="errors-{{ v.project_id }}">
+    {% if v.config_error %}<li>label config: {{ v.config_error }}</li>{% endif %}
+    {% for j in v.errors %}
+    <li>job #{{ j.id }} ({{ timestamp(j.finished_at) }}, stage {{ j.stage }}): {{ j.error }}</li>
+    {% endfor %}
+  </ul>
+  {% endif %}
+
+  <h3>Model</h3>
+  <div class="grid">
+    <div class="card" id="learning-curve-{{ v.project_id }}">
+      {% if v.learning_curve %}{{ v.learning_curve }}
+      {% else %}<p class="empty">Learning curve: no model with a held-out accuracy yet (it needs a few labels
+        of at least two classes).</p>{% endif %}
+    </div>
+    <div class="card" id="strategy-weights-{{ v.project_id }}">
+      {% if v.strategy_weights %}{{ v.strategy_weights }}
+      {% else %}<p class="empty">Strategy weights: no model yet.</p>{% endif %}
+    </div>
+    <div class="card" id="cost-model-{{ v.project_id }}">
+      {% if v.cost_plot %}{{ v.cost_plot }}
+      {% else %}<p class="empty">Cost model: no labeled task with a prediction and a lead time yet.</p>{% endif %}
+      {% set c = v.cost_report %}
+      <p class="muted">{% if v.cost_pairs %}{{ v.cost_pairs }} tasks labeled after being ranked, rank
+        correlation of predicted and observed seconds {{ number(v.cost_spearman) }}.{% endif %}
+        {% if c %}Latest fit: {{ c.n_observations }} timed labels, median {{ number(c.median_seconds, 1, " s") }},
+        {% if c.is_cold %}cold (predicts the median){% else %}in-sample ρ {{ number(c.in_sample_spearman) }},
+        2-fold CV ρ {{ number(c.cv_spearman) }}{% endif %}.
+        {% if v.min_spearman is not none %}Predicted costs order the queue only when CV ρ ≥
+        {{ v.min_spearman }}: {{ "yes" if c.cv_spearman is not none and c.cv_spearman >= v.min_spearman else "no" }}.
+        {% endif %}{% endif %}</p>
+    </div>
+  </div>
+
+  <h3>Next {{ v.queue|length or "" }} tasks in the queue</h3>
+  {% if v.queue %}
+  <table class="queue" id="queue-{{ v.project_id }}">
+    <thead><tr><th class="num">rank</th><th>task</th>
+      <th class="num" title="value per cost, scaled to [0, 1]">priority</th>
+      <th class="num" title="expected loss of the task under the learned strategy mixture">value</th>
+      <th class="num">predicted cost</th><th>predicted label</th><th>why: top strategies (weight)</th></tr></thead>
+    <tbody>
+    {% for r in v.queue %}
+      <tr data-task="{{ r.task_id }}"><td class="num">{{ r.rank }}</td>
+        <td><a href="/explain/{{ v.project_id }}/{{ r.task_id }}">{{ r.task_id }}</a></td>
+        <td class="num">{{ number(r.priority, 3) }}</td><td class="num">{{ number(r.informativeness, 3) }}</td>
+        <td class="num">{{ number(r.predicted_cost, 1, " s") }}</td>
+        <td>{{ r.predicted_label }} <span class="muted">({{ percent(r.confidence) }})</span></td>
+        <td>{% for name, weight in r.top_strategies -%}
+          <span class="strategy">{{ name }} {{ percent(weight) }}</span>{{ ", " if not loop.last }}
+        {%- endfor %}</td></tr>
+    {% endfor %}
+    </tbody>
+  </table>
+  {% else %}
+  <p class="empty">The queue is empty: no ranking yet.</p>
+  {% endif %}
+
+  <h3>Recent jobs</h3>
+  {% if v.jobs %}
+  <table class="jobs">
+    <thead><tr><th class="num">job</th><th>state</th><th>trigger</th><th>created</th><th class="num">labels</th>
+      <th class="num">pool</th><th class="num">media failed</th><th class="num">train</th><th class="num">rank</th>
+      <th class="num">push</th><th>model</th></tr></thead>
+    <tbody>
+    {% for j in v.jobs %}
+      <tr><td class="num">{{ j.id }}</td><td><span class="state state-{{ j.status }}">{{ j.status }}</span></td>
+        <td>{{ j.trigger }}</td><td>{{ ago(j.created_at, now) }}</td>
+        <td class="num">{{ j.n_labels if j.n_labels is not none else "–" }}</td>
+        <td class="num">{{ j.n_pool if j.n_pool is not none else "–" }}</td>
+        <td class="num">{{ j.n_media_failed if j.n_media_failed is not none else "–" }}</td>
+        <td class="num">{{ number(j.train_seconds, 1, " s") }}</td>
+        <td class="num">{{ number(j.rank_seconds, 1, " s") }}</td>
+        <td class="num">{{ number(j.push_seconds, 1, " s") }}</td><td>{{ j.model_version or "–" }}</td></tr>
+    {% endfor %}
+    </tbody>
+  </table>
+  {% else %}
+  <p class="empty">No jobs yet.</p>
+  {% endif %}
+</section>
+{% endfor %}
+</main>
+</body>
+</html>
+"""
