@@ -17,10 +17,12 @@ from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from ls_backend.labeling import LabelConfigError, LabelingInterface, parse_label_config
+from ls_backend.logs import log_requests
 from ls_backend.metrics import metrics_text
 from ls_backend.predictor import Predictor
 from ls_backend.runners import make_runner, request_job
 from ls_backend.settings import Settings
+from ls_backend.status_page import status_blueprint
 from ls_backend.store import Store
 from ls_backend.webhook import InvalidRequest, WebhookHandler
 from ls_backend.webhook_auth import WebhookAuthPatcher
@@ -64,6 +66,8 @@ def create_app(settings: Settings | None = None, *, start_runner: bool = True) -
     _add_auth(app, settings)
     _add_error_handlers(app)
     _add_routes(app, backend)
+    app.register_blueprint(status_blueprint(backend))  # GET /: the status page
+    log_requests(app)
     if start_runner:
         runner.start()
     return app
@@ -104,7 +108,6 @@ def _add_error_handlers(app: Flask) -> None:
 def _add_routes(app: Flask, backend: Backend) -> None:
     store = backend.store
 
-    @app.get("/")
     @app.get("/health")
     def health() -> Response:
         return jsonify(status="UP", model_class="AutoAL", runner=backend.runner.name, v2=True)

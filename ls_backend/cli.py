@@ -8,11 +8,11 @@ autoal bench ...            (see `autoal bench --help`)
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
 from gunicorn.app.base import BaseApplication
 
+from ls_backend.logs import setup_logging
 from ls_backend.settings import Settings
 
 
@@ -61,8 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         print(f"autoal: configuration error: {error}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
+    setup_logging(settings.log_level)  # one key=value line per event, with project= and job=
     if args.command == "serve":
         return serve_forever(args.host, args.port, args.threads, settings)
     return run_worker(settings, burst=args.burst)

@@ -31,6 +31,7 @@ from ls_backend.labelstudio import (
     LabelStudioError,
     LabelStudioUnavailable,
 )
+from ls_backend.logs import log_context
 from ls_backend.media import MediaFetcher
 from ls_backend.settings import PRIORITY_VIEW_TITLE, Settings
 from ls_backend.store import Store
@@ -65,7 +66,16 @@ def connect(settings: Settings, store: Store, project_id: int) -> LabelStudioCli
 
 
 def run_job(settings: Settings, store: Store, job_id: int) -> JobOutcome:
-    """Run one queued job to its end; never raises (the outcome and the store say what happened)."""
+    """Run one queued job to its end; never raises (the outcome and the store say what happened).
+
+    Every line logged meanwhile, the engine's included, carries project= and job= (ls_backend.logs).
+    """
+    queued = store.job(job_id)
+    with log_context(project=queued["project_id"] if queued else None, job=job_id):
+        return _run_job(settings, store, job_id)
+
+
+def _run_job(settings: Settings, store: Store, job_id: int) -> JobOutcome:
     job = store.start_job(job_id)
     if job is None:
         logger.info("job %s is not queued any more; nothing to do", job_id)
@@ -105,6 +115,10 @@ class RetrainAndRank:
 
     def stage(self, name: str, progress: float, **fields: Any) -> None:
         self.store.update_job(self.job_id, stage=name, progress=round(progress, 3), **fields)
+        logger.info(
+            "job progress",
+            extra={"project": self.project_id, "job": self.job_id, "stage": name, "progress": round(progress, 3)},
+        )
 
     def run(self) -> str:
         self.stage("pulling tasks", 0.02)
@@ -179,6 +193,8 @@ class RetrainAndRank:
         self.stage("saving", 0.98, push_seconds=push_seconds)
 
         report = engine.report
+        # before the ranking is replaced: it holds the predicted seconds of the tasks labeled since
+        self.store.record_label_costs(self.project_id, {task["id"]: task["label"].lead_time for task in labeled})
         self.store.commit_model(
             self.project_id,
             {

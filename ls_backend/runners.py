@@ -52,7 +52,12 @@ def retry_delay(store: Store, settings: Settings, project_id: int, outcome: JobO
         return None
     failures = store.consecutive_failures(project_id)
     if failures > settings.job_retries:
-        logger.error("project %s: %s failed jobs in a row; waiting for the next event", project_id, failures)
+        logger.error(
+            "project %s: %s failed jobs in a row; waiting for the next event",
+            project_id,
+            failures,
+            extra={"project": project_id},
+        )
         return None
     return settings.job_retry_delay * 2 ** max(failures - 1, 0)
 
@@ -78,7 +83,11 @@ class ThreadRunner:
         self._thread = threading.Thread(target=self._work, name="autoal-jobs", daemon=True)
         self._thread.start()
         for project_id in sorted(set(interrupted) | set(self.store.projects_with_pending_events())):
-            logger.info("project %s: unfinished work from before the restart; queueing a job", project_id)
+            logger.info(
+                "project %s: unfinished work from before the restart; queueing a job",
+                project_id,
+                extra={"project": project_id},
+            )
             request_job(self.store, self, self.settings, project_id, "recovery")
 
     def submit(self, job_id: int) -> None:
@@ -120,10 +129,15 @@ class ThreadRunner:
                 if job is not None:
                     delay = retry_delay(self.store, self.settings, int(job["project_id"]), outcome)
                     if delay is not None:
-                        logger.info("project %s: retrying in %.0f s", job["project_id"], delay)
+                        logger.info(
+                            "project %s: retrying in %.0f s",
+                            job["project_id"],
+                            delay,
+                            extra={"project": job["project_id"], "job": job_id},
+                        )
                         self.submit_later(int(job["project_id"]), delay)
             except Exception:  # the worker thread must survive anything a job does
-                logger.exception("job %s: unexpected error in the worker thread", job_id)
+                logger.exception("job %s: unexpected error in the worker thread", job_id, extra={"job": job_id})
             finally:
                 self._queue.task_done()
 
