@@ -42,10 +42,11 @@ def status_blueprint(backend: Any) -> Blueprint:
             shown = [int(chosen)]
         else:
             shown = projects
+        min_spearman = _min_spearman(backend)
         return render_template_string(
             PAGE,
             projects=projects,
-            views=[project_view(store, project_id, _min_spearman(backend)) for project_id in shown],
+            views=[project_view(store, project_id, min_spearman) for project_id in shown],
             runner=getattr(backend.runner, "name", "?"),
             refresh=REFRESH_SECONDS,
             now=time.time(),
