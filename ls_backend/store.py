@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sqlite3
+import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -118,40 +120,39 @@ class Store:
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as db:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.executescript(SCHEMA)
+        self._local = threading.local()
+        db = self._connection()
+        db.execute("PRAGMA journal_mode=WAL")
+        db.executescript(SCHEMA)
 
     # -- connection -------------------------------------------------------------------------------------
 
-    def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
-        db.row_factory = sqlite3.Row
-        db.execute("PRAGMA synchronous=NORMAL")
-        db.execute("PRAGMA busy_timeout=30000")
+    def _connection(self) -> sqlite3.Connection:
+        """This thread's connection, kept open: closing the last connection of a WAL database checkpoints
+        and removes the WAL file, which made every short-lived connection cost milliseconds."""
+        db = getattr(self._local, "db", None)
+        if db is None or self._local.pid != os.getpid():  # never reuse a connection across a fork
+            db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA busy_timeout=30000")
+            self._local.db, self._local.pid = db, os.getpid()
         return db
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
-        db = self._connect()
-        try:
-            yield db
-        finally:
-            db.close()
+        yield self._connection()
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        db = self._connect()
+        db = self._connection()
+        db.execute("BEGIN IMMEDIATE")
         try:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
-        finally:
-            db.close()
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
 
     # -- projects ---------------------------------------------------------------------------------------
 

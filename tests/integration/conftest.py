@@ -114,11 +114,10 @@ class LabelStudioServer:
         return httpx.request(method, self.url + path, headers=self.headers, timeout=120, **kwargs)
 
 
-@pytest.fixture(scope="session")
-def label_studio(tmp_path_factory) -> Iterator[LabelStudioServer]:
+def start_label_studio(root: Path) -> tuple[subprocess.Popen, LabelStudioServer]:
+    """Start LS on a free loopback port with its HOME and data under `root`; wait until it answers."""
     binary = label_studio_binary()
-    root = tmp_path_factory.mktemp("label-studio")
-    (root / "home").mkdir()
+    (root / "home").mkdir(parents=True, exist_ok=True)
     port = free_port()
     token = secrets.token_hex(20)
     env = {
@@ -159,7 +158,17 @@ def label_studio(tmp_path_factory) -> Iterator[LabelStudioServer]:
 
     try:
         wait_for(healthy, 300, "Label Studio to start (first start runs migrations)", interval=1.0)
-        yield LabelStudioServer(url=url, token=token, log=log)
+    except BaseException:
+        stop_process(process)
+        raise
+    return process, LabelStudioServer(url=url, token=token, log=log)
+
+
+@pytest.fixture(scope="session")
+def label_studio(tmp_path_factory) -> Iterator[LabelStudioServer]:
+    process, server = start_label_studio(tmp_path_factory.mktemp("label-studio"))
+    try:
+        yield server
     finally:
         stop_process(process)
 
@@ -170,15 +179,23 @@ def label_studio(tmp_path_factory) -> Iterator[LabelStudioServer]:
 @pytest.fixture(scope="session")
 def digit_images(tmp_path_factory) -> list[Path]:
     """300 real handwritten digits (scikit-learn's bundled set) as 32x32 grayscale PNG files."""
+    return write_digit_images(tmp_path_factory.mktemp("digits"), 300)
+
+
+def write_digit_images(folder: Path, count: int) -> list[Path]:
+    """`count` digit images; past the 1,797 in the set, copies shifted by one pixel (still real digits)."""
     from sklearn.datasets import load_digits
 
     digits = load_digits()
-    folder = tmp_path_factory.mktemp("digits")
-    order = np.random.default_rng(0).permutation(len(digits.images))[:300]
+    order = np.random.default_rng(0).permutation(len(digits.images))
+    folder.mkdir(parents=True, exist_ok=True)
     paths = []
-    for number, index in enumerate(order):
+    for number in range(count):
+        index = order[number % len(order)]
         pixels = (digits.images[index] / 16.0 * 255).astype(np.uint8)
-        path = folder / f"digit{number:04d}_{digits.target[index]}.png"
+        if number >= len(order):
+            pixels = np.roll(pixels, shift=1 + number // len(order) % 2, axis=1)
+        path = folder / f"digit{number:05d}_{digits.target[index]}.png"
         Image.fromarray(pixels).resize((32, 32), Image.NEAREST).save(path)
         paths.append(path)
     return paths
