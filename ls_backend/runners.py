@@ -171,11 +171,21 @@ class RQRunner:
         )
 
     def ensure_submitted(self, job_id: int) -> None:
-        from rq.job import Job
+        """Resubmit a job queued in SQLite whose RQ job is gone or ended without running it."""
+        from rq.exceptions import NoSuchJobError
+        from rq.job import Job, JobStatus
 
-        if not Job.exists(_rq_id(job_id), connection=self.connection):
-            logger.warning("job %s was queued in SQLite but not in Redis; submitting it", job_id)
-            self.submit(job_id)
+        try:
+            rq_job = Job.fetch(_rq_id(job_id), connection=self.connection)
+            status = rq_job.get_status()
+        except NoSuchJobError:
+            rq_job, status = None, None
+        if status in (JobStatus.QUEUED, JobStatus.STARTED, JobStatus.DEFERRED, JobStatus.SCHEDULED):
+            return
+        logger.warning("job %s is queued in SQLite but its RQ job is %s; submitting it again", job_id, status)
+        if rq_job is not None:
+            rq_job.delete()
+        self.submit(job_id)
 
     def submit_later(self, project_id: int, delay: float) -> None:
         """Needs a worker started with the scheduler (`autoal worker` does)."""
@@ -191,6 +201,8 @@ def make_runner(settings: Settings, store: Store) -> ThreadRunner | RQRunner:
 
 def rq_run_job(job_id: int) -> str:
     """RQ entry point: run one job with settings from the worker's environment."""
+    from redis.exceptions import LockError
+
     settings = Settings.from_env()
     store = Store(settings.database_path)
     runner = RQRunner(settings, store)
@@ -202,8 +214,12 @@ def rq_run_job(job_id: int) -> str:
         timeout=settings.job_timeout,
         blocking_timeout=settings.job_timeout,
     )
-    with lock:  # one job per project at a time, whatever the number of workers
-        outcome = run_job(settings, store, job_id)
+    try:
+        with lock:  # one job per project at a time, whatever the number of workers
+            outcome = run_job(settings, store, job_id)
+    except LockError:
+        store.finish_job(job_id, "failed", "another job of this project held its lock past AUTOAL_JOB_TIMEOUT")
+        return "failed"
     delay = retry_delay(store, settings, int(job["project_id"]), outcome)
     if delay is not None:
         runner.submit_later(int(job["project_id"]), delay)

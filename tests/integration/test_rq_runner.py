@@ -62,3 +62,23 @@ def test_rq_worker_retrains_and_ranks(label_studio, digit_images, redis_url, tmp
     finally:
         stop_process(worker)
         stop_process(backend.process)
+
+
+def test_a_job_lost_from_redis_is_submitted_again(redis_url, tmp_path):
+    """SQLite says queued but Redis lost the RQ job (e.g. a Redis restart): the next request resubmits it."""
+    from rq.job import Job
+
+    from ls_backend.runners import RQRunner, request_job
+    from ls_backend.settings import Settings
+    from ls_backend.store import Store
+
+    settings = Settings(model_dir=tmp_path, redis_url=redis_url)
+    store = Store(settings.database_path)
+    runner = RQRunner(settings, store)
+    first = request_job(store, runner, settings, 7, "ANNOTATION_CREATED")
+    assert Job.exists(f"autoal-job-{first['job']}", connection=runner.connection)
+    Job.fetch(f"autoal-job-{first['job']}", connection=runner.connection).delete()
+    again = request_job(store, runner, settings, 7, "ANNOTATION_CREATED")
+    assert again == {"job": first["job"], "coalesced": True}
+    assert Job.fetch(f"autoal-job-{first['job']}", connection=runner.connection).get_status() == "queued"
+    assert len(runner.queue) == 1
