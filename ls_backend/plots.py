@@ -69,7 +69,8 @@ def strategy_weights_svg(models: Sequence[dict[str, Any]]) -> str | None:
             heights = [float(model["strategy_weights"].get(name) or 0.0) for model in rounds]
             axes.bar(positions, heights, bottom=bottom, width=0.7, label=name, color=colors[index % len(colors)])
             bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
-        axes.set_xticks(ticks, [_round_label(rounds[i]) for i in ticks])
+        axes.set_xticks(ticks, [str(rounds[i].get("n_labels", "?")) for i in ticks])
+        axes.set_xlabel("labels of each model version (oldest left)")
         axes.set_ylabel("mean weight")
         axes.set_ylim(0, max(1.0, max(bottom)))
         axes.grid(axis="x", visible=False)
@@ -107,11 +108,6 @@ def cost_svg(observations: Sequence[dict[str, Any]]) -> str | None:
 
 def _oldest_first(models: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(models, key=lambda model: model.get("created_at") or 0.0)
-
-
-def _round_label(model: dict[str, Any]) -> str:
-    version = str(model.get("model_version", "")).removeprefix("autoal-")
-    return f"{version}\n{model.get('n_labels', '?')} labels"
 
 
 def _figure(title: str) -> tuple[Figure, Any]:

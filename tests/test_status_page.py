@@ -203,7 +203,9 @@ def test_status_page_in_chromium_shows_the_trained_project(served, tmp_path):
 
     # the plots are inline SVG, with their axis labels as text
     assert page.svg_in.get("learning-curve-1") == 1 and "held-out accuracy" in page.by_id["learning-curve-1"]
-    assert page.svg_in.get("strategy-weights-1") == 1 and "v3" in page.by_id["strategy-weights-1"]
+    weights = page.by_id["strategy-weights-1"]
+    assert page.svg_in.get("strategy-weights-1") == 1 and "labels of each model version" in weights
+    assert all(name in weights for name in ("entropy", "badge", "typiclust"))  # the legend names the strategies
     assert page.svg_in.get("cost-model-1") == 1 and "60 tasks labeled after being ranked" in page.by_id["cost-model-1"]
 
     # the next 20 tasks, in the ranking's order, with their reasons
