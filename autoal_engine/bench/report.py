@@ -69,6 +69,16 @@ def curves(runs: list[dict[str, Any]]) -> dict[str, Curve]:
     return result
 
 
+def complete_seeds(runs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[int]]:
+    """Only the runs of seeds on which every strategy finished (an interrupted benchmark stays paired)."""
+    strategies = {r["strategy"] for r in runs}
+    by_seed: dict[int, set[str]] = {}
+    for run in runs:
+        by_seed.setdefault(run["seed"], set()).add(run["strategy"])
+    seeds = sorted(s for s, names in by_seed.items() if names == strategies)
+    return [r for r in runs if r["seed"] in seeds], seeds
+
+
 def paired(a: Curve, b: Curve) -> Paired | None:
     """Paired AUBC difference a - b over the seeds both have."""
     common = sorted(set(a.seeds) & set(b.seeds))
@@ -225,6 +235,11 @@ def write_report(results: dict[str, Any], out_dir: Path, plots: bool = True) -> 
         if not runs:
             lines += ["No finished runs yet.", ""]
             continue
+        runs, seeds = complete_seeds(runs)
+        left_out = len(data["runs"]) - len(runs)
+        if left_out:
+            lines += [f"Seeds on which every strategy finished: {seeds}; {left_out} runs of unfinished seeds are "
+                      "left out of the table and plots.", ""]
         lines += markdown_table(summarize(runs)) + [""] + goal_lines(goal_check(runs)) + [""]
         if plots:
             for path in plot_dataset(name, runs, out_dir):
