@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from autoal_engine.bench.metrics import cost_saved, first_reaching, normalized_aubc, paired_difference
-from autoal_engine.bench.report import goal_check, summarize
+from autoal_engine.bench.report import complete_seeds, goal_check, summarize
 
 
 def test_aubc_is_the_mean_height_of_the_curve() -> None:
@@ -57,3 +57,10 @@ def test_summary_and_goal_check() -> None:
     check = goal_check(runs)
     assert check["best_candidate"] == "margin"  # autoal, random and peers are not candidates
     assert check["meets_best"] and check["meets_random"] and check["meets_albl"]
+
+
+def test_complete_seeds_drops_seeds_some_strategy_has_not_finished() -> None:
+    runs = [run("random", 0, [0.3, 0.5]), run("margin", 0, [0.3, 0.6]), run("random", 1, [0.3, 0.4])]
+    kept, seeds = complete_seeds(runs)
+    assert seeds == [0]
+    assert sorted(r["strategy"] for r in kept) == ["margin", "random"]
