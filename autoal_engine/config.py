@@ -77,7 +77,7 @@ class SearchConfig:
     iterations: int = 200  # bi-level iterations
     fitnet_every: int = 2  # one FitNet (inner) step every this many SearchNet steps
     hidden: int = 64
-    lr: float = 1e-3
+    lr: float = 1e-2
     fitnet_lr: float = 1e-3
     selection_ratio: float | None = None  # t; None: batch_size / pool size, clipped to [0.02, 0.5]
     min_labels: int = 8  # below this (or fewer than 2 per class per half) the mixture stays uniform

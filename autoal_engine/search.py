@@ -9,12 +9,18 @@ K candidate strategies give normalized scores r_ik, and SearchNet gives per-samp
     z_i  = sum_k pi_ik r_ik                               (paper: binary votes a_ik instead of r_ik)
     tau  = (1 - t)-quantile of z over the batch           (stable GMM quantile, or exact quantile)
     S_i  = sigmoid((z_i - tau) / T),  T = rho * std(z),   rho annealed rho_start -> rho_end
-    L_S  = -mean_i(S_i * sg[l_i]) - lambda * L_re(sum_i S_i)  + beta * L_LP        (SearchNet)
-    L_F  =  mean_i(sg[S_i] * l_i)                                                   (FitNet head)
+    L_S  = -(sum_i S_i sg[l_i] / sum_i S_i) / mean(l) - lambda * L_re(sum_i S_i) + beta * L_LP   (SearchNet)
+    L_F  =  mean_i(sg[S_i] * l_i)                                                                   (FitNet head)
     L_re(alpha) = 1 / (1 + exp(0.5 |alpha - tB|)) - 0.5   (Eq. 9, on the soft count alpha = sum S_i)
 
 where l_i is FitNet's cross-entropy on sample i and L_LP the LL4AL pairwise ranking loss of SearchNet's
 loss-prediction output against l_i, so the loss module shapes SearchNet's features (spec A8).
+
+Two departures from the paper's Eq. 8, both measured on digits (see docs/engine.md): the selection term is
+the mean loss of the selected samples relative to the batch mean, not sum_i S_i l_i / B (with tB << B the
+1/B term is tiny next to L_re, and the search then reshapes the mixture to fit the count instead of finding
+lossy samples); and tau gets a learned offset (in units of std z) so that L_re can meet the count without
+reshaping the mixture. With fewer than MIN_SELECTED = 8 samples per batch t is raised to 8 / B.
 
 The released code's choices stay reachable through `SearchConfig` (spec section 6): a fixed temperature
 (1e-11 gives sigmoid(1e11 (p - tau)) on p = softmax over samples of z, whose gradient vanishes), a GMM
@@ -46,6 +52,7 @@ log = logging.getLogger(__name__)
 META_EXTRA = 4  # meta-features besides the K candidate scores: entropy, margin, |h| rank, loss rank
 SEARCH_BATCH = 512
 GMM_REFIT_EVERY = 25
+MIN_SELECTED = 8
 
 
 # --------------------------------------------------------------------------- candidate scores, meta
@@ -236,12 +243,18 @@ def run_search(records: SearchRecords, config: SearchConfig, seed: int, in_chann
     group = torch.from_numpy(records.group).long()
     head_weight = nn.Parameter(torch.from_numpy(records.head_weight).float().clone())
     head_bias = nn.Parameter(torch.from_numpy(records.head_bias).float().clone())
-    search_opt = torch.optim.Adam(net.parameters(), lr=config.lr)
+    # A learned shift of the threshold, in units of std(z): the count regularizer moves it to reach the
+    # target count, so matching the count does not have to reshape the strategy mixture.
+    offset = nn.Parameter(torch.zeros(()))
+    search_opt = torch.optim.Adam([*net.parameters(), offset], lr=config.lr)
     fit_opt = torch.optim.Adam([head_weight, head_bias], lr=config.fitnet_lr)
     gmm = StableGMMQuantile(config.gmm_components, seed)
     m = len(labels)
     batch = min(m, SEARCH_BATCH)
-    q = 1.0 - records.ratio
+    # t as in the query, but at least MIN_SELECTED samples per batch: a soft selection of one or two
+    # samples carries no usable signal (the released code had tB = 20 with B = 1000).
+    ratio = max(records.ratio, min(0.5, MIN_SELECTED / batch))
+    q = 1.0 - ratio
     history: dict[str, list[float]] = {"search_loss": [], "soft_count": [], "rho": []}
 
     def fitnet_losses(index: torch.Tensor) -> torch.Tensor:
@@ -254,11 +267,12 @@ def run_search(records: SearchRecords, config: SearchConfig, seed: int, in_chann
         logits, predicted_loss = net(meta[index], images, detach_loss=config.loss_module == "inert")
         z = mixture_scores(candidates[index], mixture_weights(logits, config.weighting))
         rho = annealed_rho(iteration, config.iterations, config.rho_start, config.rho_end)
-        selection = _select(z, q, rho, config, gmm, iteration, seed)
+        selection, count_selection = _select(z, q, rho, config, gmm, iteration, seed, offset)
         losses = fitnet_losses(index).detach()
-        target = records.ratio * batch
-        count = selection.sum() if config.count_regularizer == "soft" else float((selection > 0.5).sum())
-        search_loss = -(selection * losses / losses.mean().clamp_min(1e-8)).mean()
+        target = ratio * batch
+        count = count_selection.sum() if config.count_regularizer == "soft" else float((selection > 0.5).sum())
+        selected_loss = (selection * losses).sum() / selection.sum().clamp_min(1e-8)
+        search_loss = -selected_loss / losses.mean().clamp_min(1e-8)
         search_loss = search_loss - config.regularizer_weight * count_regularizer(count, target)
         search_loss = search_loss + config.loss_module_weight * loss_ranking_loss(predicted_loss, losses)
         search_opt.zero_grad()
@@ -278,7 +292,7 @@ def run_search(records: SearchRecords, config: SearchConfig, seed: int, in_chann
         logits, _ = net(meta, records.images)
         weights = mixture_weights(logits, config.weighting)
         z = mixture_scores(candidates, weights)
-        final = _select(z, q, config.rho_end, config, gmm, 0, seed)
+        final, _ = _select(z, q, config.rho_end, config, gmm, 0, seed, offset)
     calibration = IsotonicRegression(y_min=0.0, increasing=True, out_of_bounds="clip").fit(
         z.numpy(), records.losses)
     return SearchResult(
@@ -288,14 +302,19 @@ def run_search(records: SearchRecords, config: SearchConfig, seed: int, in_chann
         mean_loss=float(records.losses.mean()),
         mean_weights=weights.mean(dim=0).numpy().astype(np.float64),
         soft_count=float(final.sum()),
-        target_count=records.ratio * m,
+        target_count=ratio * m,
         history=history,
     )
 
 
 def _select(z: torch.Tensor, q: float, rho: float, config: SearchConfig, gmm: StableGMMQuantile,
-            iteration: int, seed: int) -> torch.Tensor:
-    """Soft selection of a batch: the corrected relaxation, or the released one for a fixed temperature."""
+            iteration: int, seed: int, offset: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Soft selection of a batch: the corrected relaxation, or the released one for a fixed temperature.
+
+    Returns (S for the selection term, S for the count term). The first moves z only (the threshold
+    offset is held fixed), the second moves the offset only (z is held fixed): the count regularizer
+    sets the threshold and the selection term sets the mixture, so neither bends the other.
+    """
     if config.temperature is not None:  # released code: softmax over samples, then threshold p
         p = torch.softmax(z, dim=0)
         if config.threshold == "gmm":
@@ -303,15 +322,17 @@ def _select(z: torch.Tensor, q: float, rho: float, config: SearchConfig, gmm: St
                                          config.gmm_components)
         else:
             tau = float(torch.quantile(p.detach(), q))
-        return relax(p, tau, config.temperature)
+        selection = relax(p, tau, config.temperature)
+        return selection, selection
     if config.threshold == "gmm":
         if iteration % GMM_REFIT_EVERY == 0:
             gmm.refit(z.detach().numpy().astype(np.float64), q)
         tau = gmm.threshold(z.detach())
     else:
         tau = torch.quantile(z.detach(), q)
-    temperature = (rho * z.detach().std()).clamp_min(1e-6)
-    return relax(z, tau, temperature)
+    spread = z.detach().std().clamp_min(1e-6)
+    return (relax(z, tau + offset.detach() * spread, rho * spread),
+            relax(z.detach(), tau + offset * spread, rho * spread))
 
 
 def calibrated_benefit(z: np.ndarray, result: SearchResult) -> np.ndarray:
