@@ -208,17 +208,15 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         first_job = next(j for j in store.recent_jobs(project_id) if j["status"] == "done")
         results["first_job_including_media_download"] = job_breakdown(store, first_job)
 
-        # annotation -> reordered queue
-        labeled = {task["id"] for task in first}
-        spare = [task for task in tasks if task["id"] not in labeled]
+        # annotation -> reordered queue, as an annotator works: label the task LS serves, wait for the new order
         rounds = []
-        for repeat in range(args.repeats):
+        served = ls.api("GET", f"/api/projects/{project_id}/next/").json()
+        for _ in range(args.repeats):
             wait_for(lambda: backend.settled(project_id), 1800, "a settled project")
             before = ls.sdk.projects.get(id=project_id).model_version
             last_job = store.recent_jobs(project_id, limit=1)[0]["id"]
-            task = spare[repeat]
             started = time.perf_counter()
-            annotate(ls, task, lead_time=5.0)
+            annotate(ls, served, lead_time=5.0)
             annotated = time.perf_counter() - started
             wait_for(
                 lambda before=before: ls.sdk.projects.get(id=project_id).model_version != before,
@@ -231,16 +229,16 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 lambda last_job=last_job: next(
                     (j for j in store.recent_jobs(project_id) if j["id"] > last_job and j["status"] == "done"), None
                 ),
-                60,
+                600,
                 "the job to finish",
             )
+            served = ls.api("GET", f"/api/projects/{project_id}/next/").json()
             top = store.ranking(project_id, limit=1)[0]["task_id"]
-            served = ls.api("GET", f"/api/projects/{project_id}/next/").json()["id"]
             rounds.append(
                 {
                     "seconds": round(elapsed, 2),
                     "annotation_post_seconds": round(annotated, 2),
-                    "next_task_is_ranked_first": served == top,
+                    "next_task_is_ranked_first": served["id"] == top,
                     **job_breakdown(store, job),
                 }
             )
@@ -256,7 +254,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         no_job = {"action": "PROJECT_UPDATED", "project": project}
         times = concurrent_posts(backend, no_job, args.clients, args.posts)
         results["webhook_no_job"] = {"clients": args.clients, **latency_summary(times)}
-        task = spare[args.repeats]
+        task = served
         annotation_id = annotate(ls, task, lead_time=4.0)
         wait_for(
             lambda: store.job(store.recent_jobs(project_id, limit=1)[0]["id"])["status"] == "running",

@@ -140,11 +140,7 @@ def _add_routes(app: Flask, backend: Backend) -> None:
         if not isinstance(tasks, list) or not tasks:
             raise InvalidRequest("'tasks' must be a non-empty list")
         for index, task in enumerate(tasks):
-            if (
-                not isinstance(task, dict)
-                or isinstance(task.get("id"), bool)
-                or not isinstance(task.get("id"), int)
-            ):
+            if not isinstance(task, dict) or isinstance(task.get("id"), bool) or not isinstance(task.get("id"), int):
                 raise InvalidRequest(f"tasks[{index}] must be an object with an integer 'id'")
         project_value = body.get("project")
         if project_value is None:
@@ -179,8 +175,7 @@ def _add_routes(app: Flask, backend: Backend) -> None:
             raise InvalidRequest(f"task {task_id} of project {project_id} is not in the current ranking", 404)
         model = store.model(project_id, explained["model_version"]) or {}
         explained["model"] = {
-            key: model.get(key)
-            for key in ("created_at", "n_labels", "n_pool", "holdout_accuracy", "strategy_weights")
+            key: model.get(key) for key in ("created_at", "n_labels", "n_pool", "holdout_accuracy", "strategy_weights")
         }
         return jsonify(explained)
 
@@ -204,9 +199,7 @@ def _project_id(value: Any) -> int:
         raise InvalidRequest("missing 'project'")
     text = str(value).split(".", 1)[0].strip()
     if not text.isdigit():
-        raise InvalidRequest(
-            f"'project' must look like '<id>.<timestamp>' or '<id>', got {str(value)[:40]!r}"
-        )
+        raise InvalidRequest(f"'project' must look like '<id>.<timestamp>' or '<id>', got {str(value)[:40]!r}")
     return int(text)
 
 

@@ -40,13 +40,9 @@ def main(argv: list[str] | None = None) -> int:
         from autoal_engine.bench.cli import main as bench_main
 
         return bench_main(argv[1:])
-    parser = argparse.ArgumentParser(
-        prog="autoal", description="AutoAL active-learning backend for Label Studio"
-    )
+    parser = argparse.ArgumentParser(prog="autoal", description="AutoAL active-learning backend for Label Studio")
     commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser(
-        "serve", help="run the ML backend (gunicorn, one process, in-process job worker)"
-    )
+    serve = commands.add_parser("serve", help="run the ML backend (gunicorn, one process, in-process job worker)")
     serve.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
     serve.add_argument("--port", type=int, default=9090, help="port (default 9090)")
     serve.add_argument("--threads", type=int, default=8, help="request threads (default 8)")

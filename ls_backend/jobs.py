@@ -231,8 +231,7 @@ class RetrainAndRank:
     def drop_old_versions(self, ls: LabelStudioClient, current: str) -> None:
         """Delete our prediction versions in LS and our checkpoints beyond the newest `keep_versions`."""
         keep = {
-            model["model_version"]
-            for model in self.store.model_history(self.project_id, self.settings.keep_versions)
+            model["model_version"] for model in self.store.model_history(self.project_id, self.settings.keep_versions)
         }
         keep.add(current)
         try:
@@ -261,9 +260,7 @@ def split_tasks(
         if label is not None:
             labeled.append({**task, "label": label})
         elif (
-            not task.get("annotations")
-            and not task.get("total_annotations")
-            and not task.get("cancelled_annotations")
+            not task.get("annotations") and not task.get("total_annotations") and not task.get("cancelled_annotations")
         ):
             pool.append(task)
     return labeled, pool
@@ -272,9 +269,7 @@ def split_tasks(
 def check_trainable(labeled: list[dict[str, Any]], pool: list[dict[str, Any]]) -> None:
     classes = {task["label"].label for task in labeled}
     if len(classes) < 2:
-        raise SkipJob(
-            f"waiting for labels: {len(labeled)} labeled tasks in {len(classes)} classes, 2 classes needed"
-        )
+        raise SkipJob(f"waiting for labels: {len(labeled)} labeled tasks in {len(classes)} classes, 2 classes needed")
     if not pool:
         raise SkipJob("no unlabeled tasks to rank")
 

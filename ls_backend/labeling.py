@@ -100,9 +100,7 @@ def parse_label_config(label_config: Any) -> LabelingInterface:
             problems.append(f"Choices {choices.get('name')!r} does not point at an Image")
             continue
         if choices.get("choice", "single") != "single":
-            problems.append(
-                f"Choices {choices.get('name')!r} allows several choices; only single choice works"
-            )
+            problems.append(f"Choices {choices.get('name')!r} allows several choices; only single choice works")
             continue
         if choices.get("perRegion") in ("true", "True"):
             problems.append(f"Choices {choices.get('name')!r} is per region; whole-image choices are needed")
@@ -150,9 +148,7 @@ def task_label(task: dict[str, Any], interface: LabelingInterface) -> TaskLabel 
     if not usable:
         return None
     _, _, annotation_id, label, lead_time = max(usable)
-    return TaskLabel(
-        task_id=int(task["id"]), label=label, lead_time=_seconds(lead_time), annotation_id=annotation_id
-    )
+    return TaskLabel(task_id=int(task["id"]), label=label, lead_time=_seconds(lead_time), annotation_id=annotation_id)
 
 
 def _seconds(value: Any) -> float:

@@ -25,6 +25,10 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 UNCERTAINTY_SAMPLING = "Uncertainty sampling"
+ANNOTATED_FILTER = {
+    "conjunction": "and",
+    "items": [{"filter": "filter:tasks:total_annotations", "operator": "greater", "type": "Number", "value": 0}],
+}
 UNLABELED_FILTER = {
     "conjunction": "and",
     "items": [
@@ -49,9 +53,7 @@ class LabelStudioClient:
         if not url:
             raise LabelStudioError("LABEL_STUDIO_URL is not set")
         if not api_key:
-            raise LabelStudioError(
-                "LABEL_STUDIO_API_KEY is not set (a legacy token or a personal access token)"
-            )
+            raise LabelStudioError("LABEL_STUDIO_API_KEY is not set (a legacy token or a personal access token)")
         self.url = url.rstrip("/")
         self.retries = retries
         self.backoff = backoff
@@ -74,11 +76,19 @@ class LabelStudioClient:
     # -- reading ----------------------------------------------------------------------------------------
 
     def tasks(self, project_id: int, page_size: int = 500) -> list[dict[str, Any]]:
-        """All tasks of a project with their annotations, walking every page."""
+        """The project's tasks that matter for a job, walking every page: those with annotations (with
+        their annotations), then the unlabeled pool (task fields only: its predictions are not needed and
+        are most of the payload). Tasks with only skipped annotations are in neither list."""
+        return self._list(project_id, page_size, "all", ANNOTATED_FILTER) + self._list(
+            project_id, page_size, "task_only", UNLABELED_FILTER
+        )
+
+    def _list(self, project_id: int, page_size: int, fields: str, filters: dict[str, Any]) -> list[dict[str, Any]]:
+        query = json.dumps({"filters": filters})
 
         def walk() -> list[dict[str, Any]]:
             pager = self.sdk.tasks.list(
-                project=project_id, page_size=page_size, fields="all", resolve_uri=True
+                project=project_id, page_size=page_size, fields=fields, query=query, resolve_uri=True
             )
             return [_plain(task) for task in pager]
 
@@ -99,9 +109,7 @@ class LabelStudioClient:
 
     # -- writing ----------------------------------------------------------------------------------------
 
-    def import_predictions(
-        self, project_id: int, predictions: list[dict[str, Any]], batch: int = 1000
-    ) -> int:
+    def import_predictions(self, project_id: int, predictions: list[dict[str, Any]], batch: int = 1000) -> int:
         """Bulk-create predictions ({task, result, score, model_version}); returns how many LS created."""
         created = 0
         for start in range(0, len(predictions), batch):
@@ -143,10 +151,7 @@ class LabelStudioClient:
             for view in self.sdk.views.list(project=project_id):
                 view_data = _plain(view).get("data") or {}
                 if view_data.get("title") == title:
-                    if (
-                        view_data.get("ordering") != data["ordering"]
-                        or view_data.get("filters") != data["filters"]
-                    ):
+                    if view_data.get("ordering") != data["ordering"] or view_data.get("filters") != data["filters"]:
                         merged = {**view_data, **data}
                         self.sdk.views.update(id=str(view.id), project=project_id, data=merged)
                     return int(view.id)

@@ -97,9 +97,7 @@ class MediaFetcher:
             return self.ls.url + reference, True
         parts = urlsplit(reference)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise MediaError(
-                f"unsupported media reference {reference[:120]!r} (only LS paths and http(s) URLs)"
-            )
+            raise MediaError(f"unsupported media reference {reference[:120]!r} (only LS paths and http(s) URLs)")
         if self._is_ls(reference):
             return reference, True
         if parts.hostname.lower() in self.allowed_hosts:

@@ -22,16 +22,12 @@ class StoreCollector(Collector):
         self.store = store
 
     def collect(self) -> Iterator[Metric]:
-        jobs = CounterMetricFamily(
-            "autoal_jobs", "Retrain-and-rank jobs by final or current status", labels=["status"]
-        )
+        jobs = CounterMetricFamily("autoal_jobs", "Retrain-and-rank jobs by final or current status", labels=["status"])
         for status, count in sorted(self.store.job_counts().items()):
             jobs.add_metric([status], count)
         yield jobs
 
-        events = CounterMetricFamily(
-            "autoal_webhook_events", "Webhook events received, by action", labels=["action"]
-        )
+        events = CounterMetricFamily("autoal_webhook_events", "Webhook events received, by action", labels=["action"])
         for action, count in sorted(self.store.event_counts().items()):
             events.add_metric([action], count)
         yield events
@@ -47,9 +43,7 @@ class StoreCollector(Collector):
         ):
             yield _histogram(name, documentation, self.store.job_durations(column))
 
-        pool = GaugeMetricFamily(
-            "autoal_pool_size", "Unlabeled tasks in the current ranking", labels=["project"]
-        )
+        pool = GaugeMetricFamily("autoal_pool_size", "Unlabeled tasks in the current ranking", labels=["project"])
         for project_id, size in sorted(self.store.pool_sizes().items()):
             pool.add_metric([str(project_id)], size)
         yield pool

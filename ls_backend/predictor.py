@@ -31,9 +31,7 @@ class Predictor:
         self._engines: dict[int, tuple[str, Any]] = {}  # project -> (version, loaded engine)
         self._lock = threading.Lock()
 
-    def predict(
-        self, project_id: int, tasks: list[dict[str, Any]], interface: LabelingInterface | None
-    ) -> list[Any]:
+    def predict(self, project_id: int, tasks: list[dict[str, Any]], interface: LabelingInterface | None) -> list[Any]:
         """One entry per task, in order: a prediction dict, or [] when there is none to give."""
         task_ids = [int(task["id"]) for task in tasks]
         stored = self.store.ranking_lookup(project_id, task_ids)

@@ -82,8 +82,7 @@ class Settings:
         reader = _Reader(env)
         return cls(
             label_studio_url=reader.text("LABEL_STUDIO_URL") or reader.text("LABEL_STUDIO_HOST"),
-            label_studio_api_key=reader.text("LABEL_STUDIO_API_KEY")
-            or reader.text("LABEL_STUDIO_ACCESS_TOKEN"),
+            label_studio_api_key=reader.text("LABEL_STUDIO_API_KEY") or reader.text("LABEL_STUDIO_ACCESS_TOKEN"),
             basic_auth_user=reader.text("BASIC_AUTH_USER"),
             basic_auth_pass=reader.text("BASIC_AUTH_PASS"),
             model_dir=Path(reader.text("MODEL_DIR") or "model_dir"),

@@ -77,9 +77,7 @@ class WebhookHandler:
         skipped = bool(annotation.get("was_cancelled"))
         is_update = payload["action"] == "ANNOTATION_UPDATED"
         needs_job = is_update or not skipped  # an update may have turned a label into a skip
-        self.store.record_event(
-            project_id, payload["action"], [task_id], [annotation_id], needs_job=needs_job
-        )
+        self.store.record_event(project_id, payload["action"], [task_id], [annotation_id], needs_job=needs_job)
         if not needs_job:
             return {"status": "recorded", "detail": "a skipped annotation is not a label"}
         return {"status": "queued", **self.request_job(project_id, payload["action"])}

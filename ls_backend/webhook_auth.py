@@ -45,9 +45,7 @@ class WebhookAuthPatcher:
             if recent or project_id in self._running:
                 return False
             self._running.add(project_id)
-        threading.Thread(
-            target=self._patch, args=(project_id,), name=f"webhook-auth-{project_id}", daemon=True
-        ).start()
+        threading.Thread(target=self._patch, args=(project_id,), name=f"webhook-auth-{project_id}", daemon=True).start()
         return True
 
     def _patch(self, project_id: int) -> None:
