@@ -92,8 +92,12 @@ def _add_auth(app: Flask, settings: Settings) -> None:
 
 def _add_error_handlers(app: Flask) -> None:
     @app.errorhandler(InvalidRequest)
-    def invalid(error: InvalidRequest) -> tuple[Response, int]:
-        return jsonify(error=str(error)), error.status
+    def invalid(error: InvalidRequest) -> Response:
+        response = jsonify(error=str(error))
+        # LS shows only "<code> <reason> for url ..." of a failed call (requests' HTTPError), not the body:
+        # the message goes into the reason phrase too, so it appears in LS's UI.
+        response.status = f"{error.status} {_reason_phrase(str(error))}"
+        return response
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException) -> tuple[Response, int]:
@@ -178,6 +182,12 @@ def _add_routes(app: Flask, backend: Backend) -> None:
             key: model.get(key) for key in ("created_at", "n_labels", "n_pool", "holdout_accuracy", "strategy_weights")
         }
         return jsonify(explained)
+
+
+def _reason_phrase(message: str) -> str:
+    """A message that is safe in an HTTP status line: printable ASCII, one line, at most 300 characters."""
+    text = "".join(c if " " <= c <= "~" else " " for c in message)
+    return " ".join(text.split())[:300] or "Bad Request"
 
 
 def _json_object() -> dict[str, Any]:

@@ -135,6 +135,7 @@ def test_setup_rejects_unsupported_config_with_a_message(client, store):
     response = post(client, "/setup", {"project": "2.1", "schema": '<View><Text name="t" value="$t"/></View>'})
     assert response.status_code == 422
     assert "Image" in response.json["error"]
+    assert response.status == "422 " + response.json["error"]  # LS shows the reason phrase in its UI
     assert store.project(2)["config_error"]
 
 

@@ -228,6 +228,48 @@ def test_label_config_change_is_handled(setup):
     assert store.model(project_id, store.current_version(project_id))["classes"][-1] == "not a digit"
 
 
+def test_new_tasks_trigger_a_rerank_that_includes_them(setup, digit_images):
+    ls, project_id, backend = setup["ls"], setup["project"], setup["backend"]
+    store = backend.store
+    wait_for(lambda: backend.settled(project_id), 120, "earlier jobs")
+    last_job = store.recent_jobs(project_id, limit=1)[0]["id"]
+    known = {task["id"] for task in list_tasks(ls, project_id)}
+    files = [(f"file{i}", (f"new{i}_{p.name}", p.read_bytes(), "image/png")) for i, p in enumerate(digit_images[:3])]
+    assert ls.api("POST", f"/api/projects/{project_id}/import", files=files).status_code == 201
+    job = backend.wait_for_job(project_id, after_job=last_job)
+    assert job["trigger"] == "TASKS_CREATED"
+    version = store.current_version(project_id)
+    new_tasks = [task for task in list_tasks(ls, project_id) if task["id"] not in known]
+    assert len(new_tasks) == 3
+    for task in new_tasks:
+        assert store.explain(project_id, task["id"])["model_version"] == version
+        assert len(current_predictions(task, version)) == 1
+
+
+def test_an_unsupported_label_config_is_a_clear_error_in_label_studio(setup):
+    ls, backend = setup["ls"], setup["backend"]
+    text_config = (
+        '<View><Text name="text" value="$text"/><Choices name="c" toName="text">'
+        '<Choice value="a"/><Choice value="b"/></Choices></View>'
+    )
+    project = ls.sdk.projects.create(title="Text project", label_config=text_config)
+    response = ls.api(
+        "POST",
+        "/api/ml/",
+        json={
+            "url": backend.url,
+            "project": project.id,
+            "title": "AutoAL",
+            "auth_method": "BASIC_AUTH",
+            "basic_auth_user": "autoal",
+            "basic_auth_pass": "integration-secret",
+        },
+    )
+    shown = response.text if response.status_code >= 400 else response.json()["error_message"]
+    assert "Image" in (shown or ""), response.text
+    assert "Internal Server Error" not in shown
+
+
 def test_bad_payloads_get_4xx_and_no_credentials_get_401(setup):
     backend = setup["backend"]
     assert backend.post("/webhook", b"{oops").status_code == 400
