@@ -6,12 +6,10 @@ job runner is a thread inside it. `autoal serve` starts gunicorn with these defa
 
 from __future__ import annotations
 
-import logging
-
 from ls_backend.app import create_app
+from ls_backend.logs import setup_logging
 from ls_backend.settings import Settings
 
 settings = Settings.from_env()
-logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
+setup_logging(settings.log_level)  # logfmt lines, as under `autoal serve` (idempotent)
 app = create_app(settings)
