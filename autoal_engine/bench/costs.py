@@ -38,7 +38,7 @@ def ambiguity(inputs: np.ndarray, labels: np.ndarray, seed: int = 0) -> np.ndarr
     features = inputs.reshape(len(inputs), -1)
     components = min(50, features.shape[1], len(features) // 5)
     model = make_pipeline(
-        StandardScaler(), PCA(n_components=components, random_state=seed), LogisticRegression(max_iter=500)
+        StandardScaler(), PCA(n_components=components, random_state=seed), LogisticRegression(max_iter=2000)
     )
     folds = StratifiedKFold(n_splits=5, shuffle=True, random_state=seed)
     probs = cross_val_predict(model, features, labels, cv=folds, method="predict_proba")
