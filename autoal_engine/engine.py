@@ -279,11 +279,15 @@ class Engine:
 
     def predict(self, inputs) -> tuple[np.ndarray, np.ndarray]:
         """Predicted class labels and probabilities (N, C) for new inputs."""
+        probs, _ = self.embed(inputs)
+        return np.array(self.classes, dtype=object)[probs.argmax(1)], probs
+
+    def embed(self, inputs) -> tuple[np.ndarray, np.ndarray]:
+        """The task model's probabilities (N, C) and penultimate embeddings (N, D) for inputs."""
         self._require_fitted()
         source = ImageSource(inputs, "inputs")
-        logits, _, _ = embed(self.model, source, self.config.model, self.channels, self.device)
-        probs = torch.softmax(torch.from_numpy(logits), dim=1).numpy()
-        return np.array(self.classes, dtype=object)[probs.argmax(1)], probs
+        logits, embeddings, _ = embed(self.model, source, self.config.model, self.channels, self.device)
+        return torch.softmax(torch.from_numpy(logits), dim=1).numpy(), embeddings
 
     def _require_fitted(self) -> None:
         if self.model is None:

@@ -24,9 +24,7 @@ import numpy as np
 
 from autoal_engine.bench.simulate import RoundState
 from autoal_engine.config import EngineConfig
-from autoal_engine.data import ImageSource
 from autoal_engine.engine import Engine
-from autoal_engine.models import embed
 
 SKACTIVEML_PEERS = ("badge", "typiclust", "coreset", "probcover")
 LIBACT_PEERS = ("albl",)
@@ -40,11 +38,8 @@ class PeerUnavailable(RuntimeError):
 
 def task_model_outputs(engine: Engine, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The fitted task model's class probabilities (N, C) and penultimate embeddings (N, D)."""
-    source = ImageSource(inputs, "pool")
-    logits, embeddings, _ = embed(engine.model, source, engine.config.model, engine.channels, engine.device)
-    shifted = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
-    probs = np.exp(shifted) / np.exp(shifted).sum(axis=1, keepdims=True)
-    return probs, embeddings.astype(np.float64)
+    probs, embeddings = engine.embed(inputs)
+    return probs.astype(np.float64), embeddings.astype(np.float64)
 
 
 def task_model_config(base: EngineConfig) -> EngineConfig:
