@@ -13,7 +13,8 @@ Measures:
   the real project), which the current model scores after reading their cached images.
 - ``annotation_to_queue``: a project of `--tasks` digit images uploaded to LS, `--labels` annotations,
   then one more annotation at a time: seconds until LS serves the new order (the project's
-  model_version is the new one, set after the predictions are imported), with the job's breakdown.
+  model_version is the new one, set after the predictions are imported; watched through the job's stage
+  in the store, then checked in LS), with the job's breakdown.
 
 Label Studio, the backend (gunicorn via `autoal serve`) and all data live on 127.0.0.1 and in a
 temporary folder. The engine runs with the CPU defaults unless --engine-config overrides them.
@@ -218,13 +219,19 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             started = time.perf_counter()
             annotate(ls, served, lead_time=5.0)
             annotated = time.perf_counter() - started
+            # LS's model_version is switched just before the job's "saving" stage; watching the store, not
+            # polling LS (whose project endpoint is costly), keeps the CPU for the retrain being timed
             wait_for(
-                lambda before=before: ls.sdk.projects.get(id=project_id).model_version != before,
+                lambda last_job=last_job: any(
+                    j["id"] > last_job and j["stage"] in ("saving", "done") for j in store.recent_jobs(project_id)
+                ),
                 1800,
-                "the new model version in LS",
-                interval=0.5,  # polling LS harder would take CPU from the retrain on a 2-core machine
+                "the new ranking in LS",
+                interval=0.05,
             )
             elapsed = time.perf_counter() - started
+            if ls.sdk.projects.get(id=project_id).model_version == before:
+                raise RuntimeError("the job ended without switching the project's model version")
             job = wait_for(  # the job commits to the store just after LS switched to its version
                 lambda last_job=last_job: next(
                     (j for j in store.recent_jobs(project_id) if j["id"] > last_job and j["status"] == "done"), None
