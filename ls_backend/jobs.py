@@ -129,14 +129,7 @@ class RetrainAndRank:
         self.stage("fetching media", 0.1, n_labels=len(labeled), n_pool=len(pool))
         check_trainable(labeled, pool)
 
-        fetcher = MediaFetcher(
-            self.settings.media_dir,
-            ls,
-            allowed_hosts=self.settings.media_allowed_hosts,
-            max_bytes=self.settings.media_max_bytes,
-            workers=self.settings.media_workers,
-            timeout=self.settings.ls_timeout,
-        )
+        fetcher = MediaFetcher.for_settings(self.settings, ls)
         try:
             references = {task["id"]: interface.image_url(task) or "" for task in [*labeled, *pool]}
             paths = fetcher.fetch_all(references)

@@ -27,6 +27,7 @@ import httpx
 from PIL import Image
 
 from ls_backend.labelstudio import LabelStudioClient, LabelStudioUnavailable
+from ls_backend.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +55,18 @@ class MediaFetcher:
         self.max_bytes = max_bytes
         self.workers = workers
         self.http = httpx.Client(timeout=timeout, follow_redirects=False)
+
+    @classmethod
+    def for_settings(cls, settings: Settings, ls: LabelStudioClient | None) -> MediaFetcher:
+        """A fetcher with the cache, allow list, size limit, parallelism and timeout from the settings."""
+        return cls(
+            settings.media_dir,
+            ls,
+            allowed_hosts=settings.media_allowed_hosts,
+            max_bytes=settings.media_max_bytes,
+            workers=settings.media_workers,
+            timeout=settings.ls_timeout,
+        )
 
     def close(self) -> None:
         self.http.close()

@@ -69,14 +69,7 @@ class Predictor:
         except LabelStudioError as error:
             logger.warning("project %s: cannot fetch media to score new tasks: %s", project_id, error)
             return {}
-        fetcher = MediaFetcher(
-            self.settings.media_dir,
-            ls,
-            allowed_hosts=self.settings.media_allowed_hosts,
-            max_bytes=self.settings.media_max_bytes,
-            workers=self.settings.media_workers,
-            timeout=self.settings.ls_timeout,
-        )
+        fetcher = MediaFetcher.for_settings(self.settings, ls)
         try:
             references = {int(task["id"]): interface.image_url(task) or "" for task in tasks}
             paths = fetcher.fetch_all(references)
