@@ -71,7 +71,7 @@ class CostModel:
     def fit(self, features: np.ndarray, seconds: np.ndarray) -> CostModel:
         """Fit on features (N, D) and observed seconds (N,), NaN where the time is unknown."""
         features = _check_features(features)
-        seconds = _check_costs(seconds, len(features), name="costs", allow_nan=True)
+        seconds = check_seconds(seconds, len(features), name="costs", allow_nan=True)
         known = ~np.isnan(seconds)
         self._fit_known(features[known], seconds[known], features.shape[1])
         self._report = self._quality_report(features[known], seconds[known])
@@ -219,8 +219,8 @@ def combine_known(predicted: np.ndarray, known: np.ndarray) -> np.ndarray:
 
     ``known`` holds NaN for tasks without an explicit cost; the known values must be > 0 seconds.
     """
-    predicted = _check_costs(predicted, None, name="predicted", allow_nan=False)
-    known = _check_costs(known, len(predicted), name="known", allow_nan=True)
+    predicted = check_seconds(predicted, None, name="predicted", allow_nan=False)
+    known = check_seconds(known, len(predicted), name="known", allow_nan=True)
     return np.where(np.isnan(known), predicted, known)
 
 
@@ -235,7 +235,7 @@ def priority(benefit: np.ndarray, cost: np.ndarray, gamma: float) -> np.ndarray:
     constant vector maps to all ones.
     """
     benefit = _check_benefit(benefit)
-    cost = _check_costs(cost, len(benefit), name="cost", allow_nan=False)
+    cost = check_seconds(cost, len(benefit), name="cost", allow_nan=False)
     gamma = float(gamma)
     if not 0.0 <= gamma <= 1.0:
         raise ValueError(f"gamma must be in [0, 1]; got {gamma}")
@@ -271,7 +271,7 @@ def budgeted_batch(
     (it exceeds the budget, but a round with nothing to label is worse).
     """
     benefit = _check_benefit(benefit)
-    cost = _check_costs(cost, len(benefit), name="cost", allow_nan=False)
+    cost = check_seconds(cost, len(benefit), name="cost", allow_nan=False)
     budget = float(budget_seconds)
     if not np.isfinite(budget) or budget <= 0.0:
         raise ValueError(f"budget_seconds must be a finite number > 0; got {budget_seconds}")
@@ -360,7 +360,7 @@ def _check_features(features: np.ndarray) -> np.ndarray:
     return features
 
 
-def _check_costs(values: np.ndarray, length: int | None, name: str, allow_nan: bool) -> np.ndarray:
+def check_seconds(values: np.ndarray, length: int | None, name: str, allow_nan: bool) -> np.ndarray:
     """Seconds shaped (length,), > 0 and finite; NaN (= unknown) only where ``allow_nan``."""
     values = np.asarray(values, dtype=np.float64)
     if values.ndim != 1 or (length is not None and len(values) != length):

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
+from autoal_engine.cost import check_seconds
+
 MIN_SIDE = 8
 GRAY_MODES = {"1", "L", "LA", "I", "I;16", "F", "P"}  # "P" is resolved after conversion, see _load_path
 
@@ -172,9 +174,4 @@ def check_costs(costs: Sequence[float] | np.ndarray | None, n: int, name: str = 
         values = np.asarray(costs, dtype=np.float64)
     except (TypeError, ValueError) as error:
         raise ValueError(f"{name}: must be numbers (seconds), NaN where unknown") from error
-    if values.shape != (n,):
-        raise ValueError(f"{name}: expected shape ({n},); got {values.shape}")
-    known = values[~np.isnan(values)]
-    if (known <= 0).any() or np.isinf(known).any():
-        raise ValueError(f"{name}: seconds must be finite and > 0 (NaN marks unknown)")
-    return values
+    return check_seconds(values, n, name=name, allow_nan=True)
