@@ -110,6 +110,26 @@ def test_resume_skips_finished_runs_and_refuses_other_settings(cli_run: tuple[in
     assert main(args) == 2  # results.json exists and --resume is missing
     changed = [a if a != "60" else "80" for a in args]
     assert main(changed + ["--resume"]) == 2  # another budget
+    other_model = [a if a != "30" else "31" for a in args]
+    assert main(other_model + ["--resume"]) == 2  # another task-model recipe
+
+
+def test_resume_accepts_other_search_settings_and_autoal_runs_record_theirs(cli_run: tuple[int, Any]) -> None:
+    """The search settings change only AutoAL runs, so a resumed run may add strategies under other ones."""
+    _, out = cli_run
+    results = json.loads((out / "results.json").read_text())
+    autoal = [r for r in results["datasets"]["digits"]["runs"] if r["strategy"] == "autoal"]
+    assert autoal and all(r["search"]["iterations"] == 20 for r in autoal)
+    assert all("search" not in r for r in results["datasets"]["digits"]["runs"] if r["strategy"] != "autoal")
+    args = ["--dataset", "digits", "--strategies", "random,least_confidence", "--init", "20", "--batch", "20",
+            "--budget", "60", "--seeds", "1", "--out", str(out), "--no-progress", "--no-plots", *TINY]
+    other_search = [a if a != "20" or i == 0 or args[i - 1] != "--search-iterations" else "25"
+                    for i, a in enumerate(args)]
+    assert other_search != args
+    assert main(other_search + ["--resume"]) == 0
+    runs = json.loads((out / "results.json").read_text())["datasets"]["digits"]["runs"]
+    assert sorted(r["strategy"] for r in runs if r["seed"] == 0) == ["autoal", "least_confidence", "margin",
+                                                                    "random"]
 
 
 def test_bad_input_gives_a_message_not_a_traceback(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -33,8 +33,10 @@ logger = logging.getLogger(__name__)
 
 SCHEMA = "autoal-bench/1"
 DEFAULT_STRATEGY_LIST = ",".join(("random", *DEFAULT_STRATEGIES, AUTOAL))
-# settings that must match for --resume to add runs to an existing results.json
+# settings that must match for --resume / --merge to add runs to an existing results.json. The engine's
+# search settings are left out: they change only the AutoAL runs, and each of those records its own.
 RESUME_KEYS = ("init", "batch", "budget", "test_fraction", "max_test", "cost_model", "fashion_size", "engine")
+SEARCH_KEY = "search"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -157,11 +159,19 @@ def load_previous(path: Path, settings: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"{path}: not an {SCHEMA} results file")
     for key in RESUME_KEYS:
         old, new = previous["settings"].get(key), json.loads(json.dumps(settings[key], default=_json_default))
-        if old != new:
+        if _comparable(key, old) != _comparable(key, new):
             raise ValueError(f"--resume: setting {key!r} differs from {path} ({old!r} there)")
+    previous["settings"]["engine"] = json.loads(json.dumps(settings["engine"], default=_json_default))
     seeds = sorted(set(previous["settings"]["seeds"]) | set(settings["seeds"]))
     previous["settings"]["seeds"] = seeds
     return previous
+
+
+def _comparable(key: str, value: Any) -> Any:
+    """A setting as compared between results files: the engine settings without the search settings."""
+    if key == "engine" and isinstance(value, dict):
+        return {k: v for k, v in value.items() if k != SEARCH_KEY}
+    return value
 
 
 def merge_results(parts: list[dict[str, Any]]) -> dict[str, Any]:
@@ -169,7 +179,7 @@ def merge_results(parts: list[dict[str, Any]]) -> dict[str, Any]:
     merged = json.loads(json.dumps(parts[0]))
     for part in parts[1:]:
         for key in RESUME_KEYS:
-            if part["settings"].get(key) != merged["settings"].get(key):
+            if _comparable(key, part["settings"].get(key)) != _comparable(key, merged["settings"].get(key)):
                 raise ValueError(f"--merge: setting {key!r} differs between the results files")
         seeds = set(merged["settings"]["seeds"]) | set(part["settings"]["seeds"])
         merged["settings"]["seeds"] = sorted(seeds)
