@@ -161,3 +161,18 @@ def test_batch_of_one_works() -> None:
     runs = run_dataset(dataset, item_costs(dataset, "constant"), [engine_selector("margin")], replay, tiny_config(),
                        seeds=[3])
     assert [r["labels"] for r in runs[0]["rounds"]] == [20, 21, 22, 23]
+
+
+def test_uniform_ablation_is_autoal_without_the_search() -> None:
+    """autoal_uniform ranks by the equal-weight average of AutoAL's candidates: same candidates, no search."""
+    base = tiny_config()
+    autoal = engine_selector("autoal").engine_config(base)
+    uniform = engine_selector("autoal_uniform").engine_config(base)
+    assert uniform.strategies == autoal.strategies == base.strategies
+    assert autoal.search.enabled and not uniform.search.enabled
+    assert uniform.cost.gamma == 0.0
+    dataset = load_digits_dataset()
+    replay = ReplaySettings(init=20, batch=10, budget=30)
+    runs = run_dataset(dataset, item_costs(dataset, "constant"), [engine_selector("autoal_uniform")], replay,
+                       base, seeds=[0])
+    assert [r["labels"] for r in runs[0]["rounds"]] == [20, 30] and "search" not in runs[0]

@@ -21,7 +21,7 @@ logger = logging.getLogger(__name__)
 
 RANDOM = "random"
 AUTOAL = "autoal"
-NON_CANDIDATES = (RANDOM, "autoal", "autoal_cost")
+NON_CANDIDATES = (RANDOM, "autoal", "autoal_cost", "autoal_uniform")
 ALBL = "libact.albl"
 
 

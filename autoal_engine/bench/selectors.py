@@ -3,8 +3,10 @@
 Each labels the top-b of the engine's ranking of the unlabeled pool (``Ranking.order``). A single
 candidate S runs ``EngineConfig(strategies=(S,))`` with the search off (the mixture is then S's ranking);
 ``autoal`` runs the default candidate set with the search on; both are cost-blind (``cost.gamma = 0``).
-``autoal_cost`` is AutoAL fitted with the labeled items' observed seconds and ranked by value per predicted
-cost (the configured ``cost.gamma``).
+``autoal_uniform`` is the ablation without the search: the same candidates with equal weights (their
+percentile-rank average), cost-blind; it shows what the learned weights add. ``autoal_cost`` is AutoAL
+fitted with the labeled items' observed seconds and ranked by value per predicted cost (the configured
+``cost.gamma``).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from autoal_engine.strategies import STRATEGIES
 
 AUTOAL = "autoal"
 AUTOAL_COST = "autoal_cost"
+AUTOAL_UNIFORM = "autoal_uniform"
 
 
 class EngineSelector:
@@ -60,7 +63,9 @@ def engine_selector(name: str) -> EngineSelector:
         return EngineSelector(AUTOAL, None, search=True, cost_aware=False)
     if name == AUTOAL_COST:
         return EngineSelector(AUTOAL_COST, None, search=True, cost_aware=True)
+    if name == AUTOAL_UNIFORM:
+        return EngineSelector(AUTOAL_UNIFORM, None, search=False, cost_aware=False)
     if name in STRATEGIES:
         return EngineSelector(name, (name,), search=False, cost_aware=False)
-    known = ", ".join([AUTOAL, AUTOAL_COST, *sorted(STRATEGIES)])
+    known = ", ".join([AUTOAL, AUTOAL_COST, AUTOAL_UNIFORM, *sorted(STRATEGIES)])
     raise ValueError(f"unknown strategy {name!r}; known: {known}")
