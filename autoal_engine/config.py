@@ -104,7 +104,11 @@ class EngineConfig:
     search: SearchConfig = field(default_factory=SearchConfig)
     cost: CostConfig = field(default_factory=CostConfig)
     strategies: tuple[str, ...] = DEFAULT_STRATEGIES
-    batch_size: int = 20  # b: labels expected before the next re-rank (sets t and the diversity batch)
+    batch_size: int = 20  # b: labels expected before the next re-rank (sets t and the diverse batch)
+    # "kmeans": with several candidates, the first batch_size items of the queue are a diverse batch
+    # (autoal_engine/batch.py); a single candidate keeps its own order | "none": the top-b of the priority
+    batch_diversity: str = "kmeans"
+    diversity_prefilter: int = 10  # the diverse batch is chosen among the top prefilter * batch_size
     seed: int = 0
 
     @classmethod
@@ -132,6 +136,7 @@ class EngineConfig:
         """The released AutoAL code's choices (spec section 3), for ablations."""
         config = cls()
         config.strategies = ("least_confidence", "margin", "entropy", "kmeans", "bald", "var_ratio", "mean_std")
+        config.batch_diversity = "none"  # the released code takes the top-b
         config.search = SearchConfig(
             candidate_scores="vote",
             searchnet_input="image",
@@ -177,6 +182,8 @@ class EngineConfig:
             ("cost.exploration", 0.0 <= self.cost.exploration < 1.0),
             ("strategies", len(self.strategies) >= 1),
             ("batch_size", self.batch_size >= 1),
+            ("batch_diversity", self.batch_diversity in ("kmeans", "none")),
+            ("diversity_prefilter", self.diversity_prefilter >= 1),
         ]
         for name, ok in checks:
             if not ok:

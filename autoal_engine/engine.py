@@ -9,7 +9,8 @@ fit:
 rank:
  4. one pass of f over the pool (probabilities, embeddings, MC-dropout digest, predicted loss);
  5. every candidate's score, normalized; SearchNet's per-sample weights pi; z = sum_k pi_k r_k;
- 6. benefit = calibrated expected loss g(z); priority = benefit / cost^gamma, scaled to [0, 1].
+ 6. benefit = calibrated expected loss g(z); priority = benefit / cost^gamma, scaled to [0, 1];
+ 7. the first batch_size items of the queue are a diverse batch among the top priorities (batch.py).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from autoal_engine import cost as cost_module
+from autoal_engine.batch import diverse_batch, with_batch_first
 from autoal_engine.config import EngineConfig
 from autoal_engine.cost import CostModel
 from autoal_engine.data import ImageSource, check_costs, check_labels
@@ -238,8 +240,13 @@ class Engine:
         predicted = self.cost_model.predict(_project(outputs.embeddings, self.cost_basis))
         seconds = cost_module.combine_known(predicted, known)
         gamma = self.cost_model.effective_gamma(config.cost.gamma, known)
+        priority = cost_module.priority(benefit, seconds, gamma)
+        if config.batch_diversity == "kmeans" and len(config.strategies) > 1:  # one candidate: its own order
+            batch = diverse_batch(priority, outputs.embeddings, config.batch_size, config.diversity_prefilter,
+                                  config.seed)
+            priority = with_batch_first(priority, batch)
         return Ranking(
-            priority=cost_module.priority(benefit, seconds, gamma),
+            priority=priority,
             informativeness=benefit,
             predicted_cost=seconds,
             predicted_label=np.array(self.classes, dtype=object)[outputs.probs.argmax(1)],

@@ -119,8 +119,10 @@ def test_resume_accepts_other_search_settings_and_autoal_runs_record_theirs(cli_
     _, out = cli_run
     results = json.loads((out / "results.json").read_text())
     autoal = [r for r in results["datasets"]["digits"]["runs"] if r["strategy"] == "autoal"]
-    assert autoal and all(r["search"]["iterations"] == 20 for r in autoal)
-    assert all("search" not in r for r in results["datasets"]["digits"]["runs"] if r["strategy"] != "autoal")
+    assert autoal and all(r["autoal_settings"]["search"]["iterations"] == 20 for r in autoal)
+    assert all(r["autoal_settings"]["batch_diversity"] == "kmeans" for r in autoal)
+    singles = [r for r in results["datasets"]["digits"]["runs"] if r["strategy"] != "autoal"]
+    assert singles and all("autoal_settings" not in r for r in singles)
     args = ["--dataset", "digits", "--strategies", "random,least_confidence", "--init", "20", "--batch", "20",
             "--budget", "60", "--seeds", "1", "--out", str(out), "--no-progress", "--no-plots", *TINY]
     other_search = [a if a != "20" or i == 0 or args[i - 1] != "--search-iterations" else "25"
@@ -175,4 +177,5 @@ def test_uniform_ablation_is_autoal_without_the_search() -> None:
     replay = ReplaySettings(init=20, batch=10, budget=30)
     runs = run_dataset(dataset, item_costs(dataset, "constant"), [engine_selector("autoal_uniform")], replay,
                        base, seeds=[0])
-    assert [r["labels"] for r in runs[0]["rounds"]] == [20, 30] and "search" not in runs[0]
+    assert [r["labels"] for r in runs[0]["rounds"]] == [20, 30]
+    assert runs[0]["autoal_settings"]["search"]["enabled"] is False

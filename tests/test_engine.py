@@ -92,6 +92,7 @@ def test_uniform_mixture_ranks_by_the_rank_average(split):
     x, y, pool, _ = split
     config = fast_config(enabled=False)
     config.strategies = ("entropy", "margin", "least_confidence")
+    config.batch_diversity = "none"  # the mixture's own order, without the diverse head of the queue
     ranking = Engine(config).fit(x, y).rank(pool)
     p = np.sort(ranking.probabilities.astype(np.float64), axis=1)
     ent = -(ranking.probabilities * np.log(np.clip(ranking.probabilities, 1e-12, 1))).sum(1)
@@ -100,14 +101,41 @@ def test_uniform_mixture_ranks_by_the_rank_average(split):
     assert np.allclose(ranking.strategy_weights, 1 / 3)
 
 
+def test_the_head_of_the_queue_is_a_diverse_batch(split):
+    """With several candidates the first b items are spread over the embedding space; the rest keep the
+    priority order, and the head comes from the top prefilter * b by priority."""
+    x, y, pool, _ = split
+    config = fast_config(enabled=False)
+    plain = Engine(config).fit(x, y)
+    config = fast_config(enabled=False)
+    config.batch_diversity = "none"
+    top = Engine(config).fit(x, y).rank(pool)
+    ranking = plain.rank(pool)
+    b = config.batch_size
+    head = ranking.order[:b]
+    assert set(head) <= set(top.order[: b * config.diversity_prefilter])
+    assert set(head) != set(top.order[:b])
+    _, embeddings = plain.embed(pool)
+
+    def spread(items):
+        points = embeddings[items]
+        return np.linalg.norm(points[:, None] - points[None], axis=2).sum() / (len(items) * (len(items) - 1))
+
+    assert spread(head) > spread(top.order[:b])
+    assert np.array_equal(ranking.order[b:], [i for i in top.order if i not in set(head)])
+    assert 0.0 <= ranking.priority.min() and ranking.priority.max() <= 1.0
+
+
 def test_costs_change_the_order_only_through_gamma(split):
     x, y, pool, _ = split
     known = np.full(len(pool), 10.0)
     known[:50] = 100.0  # the first 50 pool items are known to be ten times as expensive
     config = fast_config(enabled=False)
+    config.batch_diversity = "none"
     config.cost.gamma = 1.0
     costly = Engine(config).fit(x, y).rank(pool, known_costs=known)
     config = fast_config(enabled=False)
+    config.batch_diversity = "none"
     config.cost.gamma = 0.0
     blind = Engine(config).fit(x, y).rank(pool, known_costs=known)
     assert np.array_equal(blind.order, np.argsort(-blind.informativeness, kind="stable"))

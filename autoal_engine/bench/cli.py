@@ -25,7 +25,7 @@ from autoal_engine.bench.costs import COST_MODELS, item_costs
 from autoal_engine.bench.datasets import DatasetUnavailable, load_dataset
 from autoal_engine.bench.peers import PEERS, PeerUnavailable, peer_selector
 from autoal_engine.bench.report import write_report
-from autoal_engine.bench.selectors import AUTOAL, engine_selector
+from autoal_engine.bench.selectors import AUTOAL, AUTOAL_SETTINGS, engine_selector
 from autoal_engine.bench.simulate import ReplaySettings, rounds_per_run, run_dataset
 from autoal_engine.config import DEFAULT_STRATEGIES, EngineConfig
 
@@ -33,10 +33,9 @@ logger = logging.getLogger(__name__)
 
 SCHEMA = "autoal-bench/1"
 DEFAULT_STRATEGY_LIST = ",".join(("random", *DEFAULT_STRATEGIES, AUTOAL))
-# settings that must match for --resume / --merge to add runs to an existing results.json. The engine's
-# search settings are left out: they change only the AutoAL runs, and each of those records its own.
+# settings that must match for --resume / --merge to add runs to an existing results.json. The engine
+# settings that only AutoAL runs use are left out (AUTOAL_SETTINGS): each AutoAL run records its own.
 RESUME_KEYS = ("init", "batch", "budget", "test_fraction", "max_test", "cost_model", "fashion_size", "engine")
-SEARCH_KEY = "search"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -168,9 +167,9 @@ def load_previous(path: Path, settings: dict[str, Any]) -> dict[str, Any]:
 
 
 def _comparable(key: str, value: Any) -> Any:
-    """A setting as compared between results files: the engine settings without the search settings."""
+    """A setting as compared between results files: the engine settings without AutoAL's own."""
     if key == "engine" and isinstance(value, dict):
-        return {k: v for k, v in value.items() if k != SEARCH_KEY}
+        return {k: v for k, v in value.items() if k not in AUTOAL_SETTINGS}
     return value
 
 

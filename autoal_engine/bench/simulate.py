@@ -13,7 +13,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -255,8 +255,10 @@ def run_dataset(
                 "initial": [int(i) for i in split.pool[split.initial]],
                 "rounds": [r.to_dict() for r in records],
             }
-            if getattr(selector, "search", False):  # the search settings this AutoAL run used
-                run["search"] = asdict(selector.engine_config(base_config).search)
+            # the engine settings only AutoAL runs use (EngineSelector.own_settings; None for the others)
+            own = selector.own_settings(base_config) if hasattr(selector, "own_settings") else None
+            if own is not None:
+                run["autoal_settings"] = own
             runs.append(run)
             if on_run is not None:
                 on_run(run)
