@@ -21,7 +21,8 @@ logger = logging.getLogger(__name__)
 
 RANDOM = "random"
 AUTOAL = "autoal"
-NON_CANDIDATES = (RANDOM, "autoal", "autoal_cost", "autoal_uniform")
+UNIFORM = "autoal_uniform"
+NON_CANDIDATES = (RANDOM, "autoal", "autoal_cost", UNIFORM)
 ALBL = "libact.albl"
 
 
@@ -146,6 +147,8 @@ def goal_check(runs: list[dict[str, Any]]) -> dict[str, Any] | None:
     if ALBL in grouped:
         check["vs_albl"] = paired(autoal, grouped[ALBL])
         check["meets_albl"] = check["vs_albl"].mean > 0
+    if UNIFORM in grouped:  # the ablation: what the learned weights add to the equal-weight mixture
+        check["vs_uniform"] = paired(autoal, grouped[UNIFORM])
     return check
 
 
@@ -198,6 +201,12 @@ def goal_lines(check: dict[str, Any] | None) -> list[str]:
         lines.append(
             f"- AutoAL vs libact ALBL: paired {fmt(vs.mean, signed=True)} ({vs.wins}/{vs.n} wins); "
             f"goal (above) {'met' if check['meets_albl'] else 'NOT met'}"
+        )
+    if "vs_uniform" in check:
+        vs = check["vs_uniform"]
+        lines.append(
+            f"- AutoAL vs the same candidates with equal weights (`autoal_uniform`, no search): paired "
+            f"{fmt(vs.mean, signed=True)} ({vs.wins}/{vs.n} wins): what the learned weights add"
         )
     return lines
 
