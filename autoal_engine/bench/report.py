@@ -16,13 +16,12 @@ from typing import Any
 import numpy as np
 
 from autoal_engine.bench.metrics import Paired, cost_saved, first_reaching, normalized_aubc, paired_difference
+from autoal_engine.bench.selectors import AUTOAL, AUTOAL_COST, AUTOAL_UNIFORM
 
 logger = logging.getLogger(__name__)
 
 RANDOM = "random"
-AUTOAL = "autoal"
-UNIFORM = "autoal_uniform"
-NON_CANDIDATES = (RANDOM, "autoal", "autoal_cost", UNIFORM)
+NON_CANDIDATES = (RANDOM, AUTOAL, AUTOAL_COST, AUTOAL_UNIFORM)
 ALBL = "libact.albl"
 
 
@@ -147,8 +146,8 @@ def goal_check(runs: list[dict[str, Any]]) -> dict[str, Any] | None:
     if ALBL in grouped:
         check["vs_albl"] = paired(autoal, grouped[ALBL])
         check["meets_albl"] = check["vs_albl"].mean > 0
-    if UNIFORM in grouped:  # the ablation: what the learned weights add to the equal-weight mixture
-        check["vs_uniform"] = paired(autoal, grouped[UNIFORM])
+    if AUTOAL_UNIFORM in grouped:  # the ablation: what the learned weights add to the equal-weight mixture
+        check["vs_uniform"] = paired(autoal, grouped[AUTOAL_UNIFORM])
     return check
 
 

@@ -23,8 +23,6 @@ from autoal_engine.strategies import STRATEGIES
 AUTOAL = "autoal"
 AUTOAL_COST = "autoal_cost"
 AUTOAL_UNIFORM = "autoal_uniform"
-# engine settings that change only the runs over the whole candidate set (each such run records them)
-AUTOAL_SETTINGS = ("strategies", "search", "batch_diversity", "diversity_prefilter")
 
 
 class EngineSelector:
@@ -45,13 +43,6 @@ class EngineSelector:
             config.cost.gamma = 0.0
         config.validate()
         return config
-
-    def own_settings(self, base: EngineConfig) -> dict[str, Any] | None:
-        """The AUTOAL_SETTINGS this run used, or None for a single candidate (they do not affect it)."""
-        if self.strategies is not None:
-            return None
-        config = self.engine_config(base).to_dict()
-        return {key: config[key] for key in AUTOAL_SETTINGS}
 
     def start(self, n_pool: int, initial: np.ndarray, budget: int, seed: int) -> None:
         """Stateless between rounds: every round retrains and re-ranks."""

@@ -25,6 +25,9 @@ from autoal_engine.engine import Engine
 
 logger = logging.getLogger(__name__)
 
+# engine settings that change only runs over several candidates (AutoAL); each such run records them
+AUTOAL_SETTINGS = ("strategies", "search", "batch_diversity", "diversity_prefilter")
+
 
 @dataclass
 class RoundState:
@@ -255,10 +258,9 @@ def run_dataset(
                 "initial": [int(i) for i in split.pool[split.initial]],
                 "rounds": [r.to_dict() for r in records],
             }
-            # the engine settings only AutoAL runs use (EngineSelector.own_settings; None for the others)
-            own = selector.own_settings(base_config) if hasattr(selector, "own_settings") else None
-            if own is not None:
-                run["autoal_settings"] = own
+            config = selector.engine_config(base_config).to_dict()
+            if len(config["strategies"]) > 1:  # a mixture (AutoAL): record the settings only it uses
+                run["autoal_settings"] = {key: config[key] for key in AUTOAL_SETTINGS}
             runs.append(run)
             if on_run is not None:
                 on_run(run)
