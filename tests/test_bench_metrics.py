@@ -48,6 +48,7 @@ def test_summary_and_goal_check() -> None:
         runs.append(run("entropy", seed, [0.3, 0.4, 0.6 + 0.01 * seed]))
         runs.append(run("autoal", seed, [0.3, 0.7 + 0.01 * seed, 0.8], {"margin": 0.5, "entropy": 0.5}))
         runs.append(run("libact.albl", seed, [0.3, 0.55, 0.75]))
+        runs.append(run("skactiveml.badge", seed, [0.3, 0.72, 0.8]))
         runs.append(run("autoal_uniform", seed, [0.3, 0.9, 0.9]))  # the ablation is not a candidate
     rows = {r["strategy"]: r for r in summarize(runs)}
     assert rows["random"]["aubc_mean"] == pytest.approx(0.5)
@@ -58,6 +59,7 @@ def test_summary_and_goal_check() -> None:
     check = goal_check(runs)
     assert check["best_candidate"] == "margin"  # autoal, random and peers are not candidates
     assert check["meets_best"] and check["meets_random"] and check["meets_albl"]
+    assert check["best_peer"] == "skactiveml.badge" and check["vs_best_peer"].mean < 0
     assert check["vs_uniform"].mean < 0 and check["vs_uniform"].wins == 0
 
 
