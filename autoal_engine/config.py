@@ -58,9 +58,13 @@ class ModelConfig:
 
 @dataclass
 class SearchConfig:
-    """AutoAL-R strategy search (spec sections 8-9). Defaults are the corrected variant."""
+    """AutoAL-R strategy search (spec sections 8-9). Defaults are the corrected variant.
 
-    enabled: bool = True
+    Off by default: on the offline benchmark the learned weights did no better than equal weights over the
+    same candidates (docs/benchmark.md, "Learned or equal weights"), at three times the fit time. With the
+    search off the mixture is the equal-weight average of the candidates' percentile ranks."""
+
+    enabled: bool = False  # True: learn per-sample strategy weights (AutoAL search) at every fit
     candidate_scores: str = "rank"  # "rank": percentile ranks | "vote": binary top-ceil(tB) (paper)
     searchnet_input: str = "meta"  # "meta": MLP on per-sample meta-features | "image": CNN on pixels (paper)
     weighting: str = "softmax"  # "softmax" over strategies per sample | "logits": raw weights (paper)

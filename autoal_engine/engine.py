@@ -3,9 +3,11 @@
 fit:
  1. train the task model f on the labeled set;
  2. fit the cost model on observed seconds (features: top principal components of f's embedding);
- 3. AutoAL-R (spec section 9): split the labeled set into stratified halves, train a FitNet on each half,
-    let it score the other half with every candidate strategy (the simulated AL round, cross-fitted),
-    then run the SearchNet / FitNet bilevel search on those cached records.
+ 3. split the labeled set into stratified halves and train a FitNet on each half; each predicts the other
+    half (the held-out accuracy). With the search on (``search.enabled``, off by default) the FitNets also
+    score the other half with every candidate strategy (the simulated AL round, cross-fitted) and the
+    SearchNet / FitNet bilevel search runs on those cached records (AutoAL-R, spec section 9); otherwise
+    the candidates get equal weights.
 rank:
  4. one pass of f over the pool (probabilities, embeddings, MC-dropout digest, predicted loss);
  5. every candidate's score, normalized; SearchNet's per-sample weights pi; z = sum_k pi_k r_k;
@@ -110,9 +112,9 @@ class Engine:
 
         ratio = self._ratio(pool_size)
         records, holdout = None, None
-        search_ready = config.search.enabled and len(config.strategies) > 1 and self._can_cross_fit(y)
-        if search_ready:
-            records, holdout = self._simulated_round(images, y, ratio)
+        if self._can_cross_fit(y):
+            search = config.search.enabled and len(config.strategies) > 1
+            records, holdout = self._simulated_round(images, y, ratio, score=search)
         simulated = time.perf_counter()
         self.search = run_search(records, config.search, seed, self.channels) if records else None
         searched = time.perf_counter()
@@ -160,7 +162,7 @@ class Engine:
         counts = np.bincount(y)
         enough = len(y) >= self.config.search.min_labels and (counts >= 2).sum() >= 2
         if not enough:
-            log.info("too few labels for the strategy search (%d); using the uniform mixture", len(y))
+            log.info("too few labels to cross-fit (%d): no held-out accuracy, equal strategy weights", len(y))
         return bool(enough)
 
     def _halves(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -174,9 +176,11 @@ class Engine:
             second.extend(members[cut:])
         return np.sort(first), np.sort(second)
 
-    def _simulated_round(self, images: torch.Tensor, y: np.ndarray, ratio: float
+    def _simulated_round(self, images: torch.Tensor, y: np.ndarray, ratio: float, score: bool
                          ) -> tuple[SearchRecords | None, float | None]:
-        """Cross-fitted FitNets score the other half with every candidate (spec A1, A9)."""
+        """Cross-fitted FitNets, each trained on one half, predict the other: the held-out accuracy
+        (the status page's learning curve). With ``score`` they also score it with every candidate, the
+        simulated AL round the search learns from (spec A1, A9); otherwise the records are None."""
         config = self.config
         halves = self._halves(y)
         parts: list[dict[str, Any]] = []
@@ -188,6 +192,12 @@ class Engine:
             train_model(fitnet, images[train_idx], torch.from_numpy(y[train_idx]), config.model,
                         steps_for(len(train_idx), config.search.fitnet_steps), config.seed + 1 + group,
                         self.device)
+            labels = y[eval_idx]
+            if not score:
+                logits, _, _ = embed(fitnet, _tensor_source(images[eval_idx]), config.model, self.channels,
+                                     self.device)
+                correct += int((logits.argmax(1) == labels).sum())
+                continue
             _, train_embeddings, _ = embed(fitnet, _tensor_source(images[train_idx]), config.model,
                                            self.channels, self.device)
             batch = max(2, math.ceil(ratio * len(eval_idx)))
@@ -195,7 +205,6 @@ class Engine:
                                    self.device, train_embeddings, y[train_idx], batch, config.seed + group,
                                    self._mc_samples())
             candidates = normalize_candidates(self._scores(outputs), config.search.candidate_scores, ratio)
-            labels = y[eval_idx]
             correct += int((outputs.probs.argmax(1) == labels).sum())
             parts.append({
                 "candidates": candidates,
@@ -207,6 +216,8 @@ class Engine:
                 "head": (fitnet.head.weight.detach().cpu().numpy(), fitnet.head.bias.detach().cpu().numpy()),
                 "images": images[eval_idx],
             })
+        if not score:
+            return None, correct / len(y)
         joined = {key: np.concatenate([p[key] for p in parts]) for key in
                   ("candidates", "meta", "fit_embeddings", "labels", "group", "losses")}
         records = SearchRecords(

@@ -52,10 +52,13 @@ class OneClassSelector:
         return state.unlabeled[order[: state.batch_size]], {}
 
 
+STRATEGIES = "random,margin,autoal,autoal_search"
+
+
 @pytest.fixture(scope="module")
 def cli_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[int, Any]:
     out = tmp_path_factory.mktemp("bench")
-    code = main(["--dataset", "digits", "--strategies", "random,margin,autoal", "--init", "20", "--batch", "20",
+    code = main(["--dataset", "digits", "--strategies", STRATEGIES, "--init", "20", "--batch", "20",
                  "--budget", "60", "--seeds", "2", "--out", str(out), "--no-progress", *TINY])
     return code, out
 
@@ -67,8 +70,8 @@ def test_cli_writes_results_report_and_plots(cli_run: tuple[int, Any]) -> None:
                  "digits_autoal_weights.png"):
         assert (out / name).stat().st_size > 0, name
     report = (out / "report.md").read_text()
-    assert "| margin | 2 |" in report and "| autoal | 2 |" in report
-    assert "AutoAL vs random" in report
+    assert "| margin | 2 |" in report and "| autoal | 2 |" in report and "| autoal_search | 2 |" in report
+    assert "AutoAL vs random" in report and "learned weights (AutoAL search on), `autoal_search`" in report
 
 
 def test_results_schema_and_pairing(cli_run: tuple[int, Any]) -> None:
@@ -80,7 +83,7 @@ def test_results_schema_and_pairing(cli_run: tuple[int, Any]) -> None:
     assert digits["n_pool"] + digits["n_test"] == 1797
     runs = digits["runs"]
     assert sorted((r["seed"], r["strategy"]) for r in runs) == [
-        (s, n) for s in (0, 1) for n in ("autoal", "margin", "random")
+        (s, n) for s in (0, 1) for n in ("autoal", "autoal_search", "margin", "random")
     ]
     for run in runs:
         assert [r["labels"] for r in run["rounds"]] == [20, 40, 60]
@@ -94,16 +97,18 @@ def test_results_schema_and_pairing(cli_run: tuple[int, Any]) -> None:
         assert len({r["rounds"][0]["accuracy"] for r in same_seed}) == 1  # same first model
     assert {tuple(r["initial"]) for r in runs if r["seed"] == 0} != {tuple(r["initial"]) for r in runs
                                                                      if r["seed"] == 1}
-    autoal = next(r for r in runs if r["strategy"] == "autoal")
-    weights = autoal["rounds"][0]["mean_strategy_weights"]
+    searched = next(r for r in runs if r["strategy"] == "autoal_search")
+    weights = searched["rounds"][0]["mean_strategy_weights"]
     assert set(weights) == set(EngineConfig().strategies)
     assert abs(sum(weights.values()) - 1.0) < 1e-3
+    default = next(r for r in runs if r["strategy"] == "autoal")  # equal weights by default: none recorded
+    assert "mean_strategy_weights" not in default["rounds"][0]
 
 
 def test_resume_skips_finished_runs_and_refuses_other_settings(cli_run: tuple[int, Any]) -> None:
     _, out = cli_run
     before = (out / "results.json").read_text()
-    args = ["--dataset", "digits", "--strategies", "random,margin,autoal", "--init", "20", "--batch", "20",
+    args = ["--dataset", "digits", "--strategies", STRATEGIES, "--init", "20", "--batch", "20",
             "--budget", "60", "--seeds", "2", "--out", str(out), "--no-progress", "--no-plots", *TINY]
     assert main(args + ["--resume"]) == 0
     assert json.loads((out / "results.json").read_text())["datasets"] == json.loads(before)["datasets"]
@@ -118,10 +123,12 @@ def test_resume_accepts_other_search_settings_and_autoal_runs_record_theirs(cli_
     """The search settings change only AutoAL runs, so a resumed run may add strategies under other ones."""
     _, out = cli_run
     results = json.loads((out / "results.json").read_text())
-    autoal = [r for r in results["datasets"]["digits"]["runs"] if r["strategy"] == "autoal"]
-    assert autoal and all(r["autoal_settings"]["search"]["iterations"] == 20 for r in autoal)
+    autoal = [r for r in results["datasets"]["digits"]["runs"] if r["strategy"].startswith("autoal")]
+    assert len(autoal) == 4 and all(r["autoal_settings"]["search"]["iterations"] == 20 for r in autoal)
     assert all(r["autoal_settings"]["batch_diversity"] == "kmeans" for r in autoal)
-    singles = [r for r in results["datasets"]["digits"]["runs"] if r["strategy"] != "autoal"]
+    assert {r["strategy"]: r["autoal_settings"]["search"]["enabled"] for r in autoal} == {
+        "autoal": False, "autoal_search": True}
+    singles = [r for r in results["datasets"]["digits"]["runs"] if not r["strategy"].startswith("autoal")]
     assert singles and all("autoal_settings" not in r for r in singles)
     args = ["--dataset", "digits", "--strategies", "random,least_confidence", "--init", "20", "--batch", "20",
             "--budget", "60", "--seeds", "1", "--out", str(out), "--no-progress", "--no-plots", *TINY]
@@ -130,8 +137,8 @@ def test_resume_accepts_other_search_settings_and_autoal_runs_record_theirs(cli_
     assert other_search != args
     assert main(other_search + ["--resume"]) == 0
     runs = json.loads((out / "results.json").read_text())["datasets"]["digits"]["runs"]
-    assert sorted(r["strategy"] for r in runs if r["seed"] == 0) == ["autoal", "least_confidence", "margin",
-                                                                    "random"]
+    assert sorted(r["strategy"] for r in runs if r["seed"] == 0) == ["autoal", "autoal_search",
+                                                                    "least_confidence", "margin", "random"]
 
 
 def test_bad_input_gives_a_message_not_a_traceback(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -165,14 +172,19 @@ def test_batch_of_one_works() -> None:
     assert [r["labels"] for r in runs[0]["rounds"]] == [20, 21, 22, 23]
 
 
-def test_uniform_ablation_is_autoal_without_the_search() -> None:
-    """autoal_uniform ranks by the equal-weight average of AutoAL's candidates: same candidates, no search."""
+def test_autoal_follows_the_engine_config_and_its_variants_force_the_weights() -> None:
+    """autoal is the configuration as given (default: equal weights); autoal_search and autoal_uniform
+    differ from it only in the search switch."""
     base = tiny_config()
     autoal = engine_selector("autoal").engine_config(base)
     uniform = engine_selector("autoal_uniform").engine_config(base)
-    assert uniform.strategies == autoal.strategies == base.strategies
-    assert autoal.search.enabled and not uniform.search.enabled
-    assert uniform.cost.gamma == 0.0
+    searched = engine_selector("autoal_search").engine_config(base)
+    assert uniform.strategies == autoal.strategies == searched.strategies == base.strategies
+    assert not autoal.search.enabled and not uniform.search.enabled and searched.search.enabled
+    base.search.enabled = True
+    assert engine_selector("autoal").engine_config(base).search.enabled
+    assert not engine_selector("autoal_uniform").engine_config(base).search.enabled
+    assert uniform.cost.gamma == 0.0 == searched.cost.gamma
     dataset = load_digits_dataset()
     replay = ReplaySettings(init=20, batch=10, budget=30)
     runs = run_dataset(dataset, item_costs(dataset, "constant"), [engine_selector("autoal_uniform")], replay,

@@ -23,7 +23,7 @@ def split(digits):
 @pytest.fixture(scope="module")
 def fitted(split):
     x, y, pool, _ = split
-    return Engine(fast_config()).fit(x, y, pool_size=len(pool))
+    return Engine(fast_config(enabled=True)).fit(x, y, pool_size=len(pool))  # the search is opt-in
 
 
 def test_rank_returns_aligned_fields_and_uses_the_search(fitted, split):
@@ -72,8 +72,8 @@ def test_a_crash_mid_save_leaves_the_previous_state_loadable(fitted, split, tmp_
 
 def test_same_seed_gives_the_same_ranking(split):
     x, y, pool, _ = split
-    first = Engine(fast_config()).fit(x, y).rank(pool)
-    second = Engine(fast_config()).fit(x, y).rank(pool)
+    first = Engine(fast_config(enabled=True)).fit(x, y).rank(pool)
+    second = Engine(fast_config(enabled=True)).fit(x, y).rank(pool)
     assert np.array_equal(first.priority, second.priority)
 
 
@@ -89,11 +89,15 @@ def test_one_candidate_selects_that_candidates_top_b(split):
 
 
 def test_uniform_mixture_ranks_by_the_rank_average(split):
+    """The default: equal weights, and the cross-fitted held-out accuracy all the same."""
     x, y, pool, _ = split
-    config = fast_config(enabled=False)
+    config = fast_config()
     config.strategies = ("entropy", "margin", "least_confidence")
     config.batch_diversity = "none"  # the mixture's own order, without the diverse head of the queue
-    ranking = Engine(config).fit(x, y).rank(pool)
+    engine = Engine(config).fit(x, y)
+    assert not engine.report["search_used"] and engine.search is None
+    assert engine.report["holdout_accuracy"] > 0.2  # 10 classes: chance is 0.1
+    ranking = engine.rank(pool)
     p = np.sort(ranking.probabilities.astype(np.float64), axis=1)
     ent = -(ranking.probabilities * np.log(np.clip(ranking.probabilities, 1e-12, 1))).sum(1)
     average = (percentile_rank(ent) + percentile_rank(-(p[:, -1] - p[:, -2])) + percentile_rank(1 - p[:, -1])) / 3

@@ -17,12 +17,12 @@ from typing import Any
 import numpy as np
 
 from autoal_engine.bench.metrics import Paired, cost_saved, first_reaching, normalized_aubc, paired_difference
-from autoal_engine.bench.selectors import AUTOAL, AUTOAL_COST, AUTOAL_UNIFORM
+from autoal_engine.bench.selectors import AUTOAL, AUTOAL_NAMES, AUTOAL_SEARCH, AUTOAL_UNIFORM
 
 logger = logging.getLogger(__name__)
 
 RANDOM = "random"
-NON_CANDIDATES = (RANDOM, AUTOAL, AUTOAL_COST, AUTOAL_UNIFORM)
+NON_CANDIDATES = (RANDOM, *AUTOAL_NAMES)
 ALBL = "libact.albl"
 
 
@@ -152,8 +152,10 @@ def goal_check(runs: list[dict[str, Any]]) -> dict[str, Any] | None:
         check["best_peer"] = max(peers, key=lambda n: peers[n].aubc.mean())
         check["best_peer_aubc"] = float(peers[check["best_peer"]].aubc.mean())
         check["vs_best_peer"] = paired(autoal, peers[check["best_peer"]])
-    if AUTOAL_UNIFORM in grouped:  # the ablation: what the learned weights add to the equal-weight mixture
+    if AUTOAL_UNIFORM in grouped:  # the same candidates with equal weights
         check["vs_uniform"] = paired(autoal, grouped[AUTOAL_UNIFORM])
+    if AUTOAL_SEARCH in grouped:  # the same candidates with learned weights
+        check["vs_search"] = paired(autoal, grouped[AUTOAL_SEARCH])
     return check
 
 
@@ -213,12 +215,12 @@ def goal_lines(check: dict[str, Any] | None) -> list[str]:
             f"- AutoAL vs the best other library's strategy `{check['best_peer']}` {check['best_peer_aubc']:.3f}: "
             f"paired {fmt(vs.mean, signed=True)} ({vs.wins}/{vs.n} wins)"
         )
-    if "vs_uniform" in check:
-        vs = check["vs_uniform"]
-        lines.append(
-            f"- AutoAL vs the same candidates with equal weights (`autoal_uniform`, no search): paired "
-            f"{fmt(vs.mean, signed=True)} ({vs.wins}/{vs.n} wins): what the learned weights add"
-        )
+    for key, name, what in (("vs_uniform", AUTOAL_UNIFORM, "equal weights (search off)"),
+                            ("vs_search", AUTOAL_SEARCH, "learned weights (AutoAL search on)")):
+        if key in check:
+            vs = check[key]
+            lines.append(f"- AutoAL vs the same candidates with {what}, `{name}`: paired "
+                         f"{fmt(vs.mean, signed=True)} ({vs.wins}/{vs.n} wins)")
     return lines
 
 
@@ -271,7 +273,8 @@ def write_report(results: dict[str, Any], out_dir: Path, plots: bool = True) -> 
 
 
 def plot_dataset(name: str, runs: list[dict[str, Any]], out_dir: Path) -> list[Path]:
-    """Accuracy vs labels and vs cumulative cost (mean +- std bands), and AutoAL's mean weights per round."""
+    """Accuracy vs labels and vs cumulative cost (mean +- std bands), and the mean learned strategy weights
+    per round of ``autoal`` (when its search is on) or else ``autoal_search``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -299,20 +302,21 @@ def plot_dataset(name: str, runs: list[dict[str, Any]], out_dir: Path) -> list[P
         figure.savefig(path, dpi=110, bbox_inches="tight")
         plt.close(figure)
         paths.append(path)
-    autoal = grouped.get(AUTOAL)
-    if autoal is not None and any(any(w) for w in autoal.weights):
-        names = sorted({k for seed in autoal.weights for rnd in seed for k in rnd})
-        rounds = len(autoal.weights[0]) - 1  # the last round has no query
+    learned = [n for n in (AUTOAL, AUTOAL_SEARCH) if n in grouped and any(any(w) for w in grouped[n].weights)]
+    if learned:
+        learner = grouped[learned[0]]
+        names = sorted({k for seed in learner.weights for rnd in seed for k in rnd})
+        rounds = len(learner.weights[0]) - 1  # the last round has no query
         weights = np.array([[[seed[r].get(k, np.nan) for k in names] for r in range(rounds)]
-                            for seed in autoal.weights])
+                            for seed in learner.weights])
         mean = np.nanmean(weights, axis=0)
-        x = autoal.labels.mean(axis=0)[:rounds]
+        x = learner.labels.mean(axis=0)[:rounds]
         figure, axis = plt.subplots(figsize=(9, 6))
         for number, strategy in enumerate(names):
             axis.plot(x, mean[:, number], label=strategy, color=colors(number % 20), lw=1.5)
         axis.set_xlabel("labels when the batch was chosen")
         axis.set_ylabel("mean strategy weight")
-        axis.set_title(f"{name}: AutoAL's mean strategy weight per round (mean over seeds)")
+        axis.set_title(f"{name}: {learned[0]}'s mean learned strategy weight per round (mean over seeds)")
         axis.grid(alpha=0.3)
         axis.legend(fontsize=7, ncol=2)
         path = out_dir / f"{name}_autoal_weights.png"
