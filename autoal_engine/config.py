@@ -61,8 +61,8 @@ class SearchConfig:
     """AutoAL-R strategy search (spec sections 8-9). Defaults are the corrected variant.
 
     Off by default: on the offline benchmark the learned weights did no better than equal weights over the
-    same candidates (docs/benchmark.md, "Learned or equal weights"), at three times the fit time. With the
-    search off the mixture is the equal-weight average of the candidates' percentile ranks."""
+    same candidates (docs/benchmark.md, "Learned or equal weights"). With the search off the mixture is
+    the equal-weight average of the candidates' percentile ranks."""
 
     enabled: bool = False  # True: learn per-sample strategy weights (AutoAL search) at every fit
     candidate_scores: str = "rank"  # "rank": percentile ranks | "vote": binary top-ceil(tB) (paper)

@@ -236,9 +236,10 @@ def write_report(results: dict[str, Any], out_dir: Path, plots: bool = True) -> 
         f"test fraction {settings['test_fraction']} (at most {settings['max_test']}), "
         f"cost model `{settings['cost_model']}`, seeds {settings['seeds']}. Task model: "
         f"{engine['model']['backbone']} at {engine['model']['image_size']} px, "
-        f"{engine['model']['train_steps']} steps; AutoAL search: "
-        f"{engine['search']['iterations']} iterations, FitNet "
-        f"{engine['search']['fitnet_steps']} steps, candidates {', '.join(engine['strategies'])}.",
+        f"{engine['model']['train_steps']} steps; AutoAL: candidates {', '.join(engine['strategies'])}; "
+        f"its search (`autoal_search`, or `autoal` when the configuration turns it on; each AutoAL run "
+        f"records its own settings): {engine['search']['iterations']} iterations, FitNet "
+        f"{engine['search']['fitnet_steps']} steps.",
         "AUBC = trapz(accuracy, labels) / (budget - init). Paired differences use the same seeds "
         "(same split, same initial set). Labels / cost to reach random's final accuracy are read off the "
         "seed-averaged curves ('not reached': never within the budget).",
