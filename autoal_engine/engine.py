@@ -10,7 +10,7 @@ fit:
     the candidates get equal weights.
 rank:
  4. one pass of f over the pool (probabilities, embeddings, MC-dropout digest, predicted loss);
- 5. every candidate's score, normalized; SearchNet's per-sample weights pi; z = sum_k pi_k r_k;
+ 5. every candidate's score, normalized; per-sample weights pi (equal, or SearchNet's); z = sum_k pi_k r_k;
  6. benefit = calibrated expected loss g(z); priority = benefit / cost^gamma, scaled to [0, 1];
  7. the first batch_size items of the queue are a diverse batch among the top priorities (batch.py).
 """
