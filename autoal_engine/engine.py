@@ -114,7 +114,7 @@ class Engine:
         records, holdout = None, None
         if self._can_cross_fit(y):
             search = config.search.enabled and len(config.strategies) > 1
-            records, holdout = self._simulated_round(images, y, ratio, score=search)
+            records, holdout = self._cross_fit(images, y, ratio, score=search)
         simulated = time.perf_counter()
         self.search = run_search(records, config.search, seed, self.channels) if records else None
         searched = time.perf_counter()
@@ -176,8 +176,8 @@ class Engine:
             second.extend(members[cut:])
         return np.sort(first), np.sort(second)
 
-    def _simulated_round(self, images: torch.Tensor, y: np.ndarray, ratio: float, score: bool
-                         ) -> tuple[SearchRecords | None, float | None]:
+    def _cross_fit(self, images: torch.Tensor, y: np.ndarray, ratio: float, score: bool
+                   ) -> tuple[SearchRecords | None, float | None]:
         """Cross-fitted FitNets, each trained on one half, predict the other: the held-out accuracy
         (the status page's learning curve). With ``score`` they also score it with every candidate, the
         simulated AL round the search learns from (spec A1, A9); otherwise the records are None."""
