@@ -3,8 +3,14 @@
 Tables: ``projects`` (label config, current model version), ``events`` (every webhook event, marked
 with the job that handled it), ``jobs`` (queued / running / done / failed / skipped, with stage and
 progress), ``models`` (one row per pushed model version with its report), ``rankings`` (the current
-ranking of each project with per-task provenance) and ``annotations`` (annotation id -> task id, since
-LS's deletion webhook carries ids only).
+ranking of each project with per-task provenance), ``annotations`` (annotation id -> task id per project,
+since LS's deletion webhook carries ids only), ``label_costs`` (predicted vs observed seconds),
+``pending_pushes`` (a trained model whose push to LS failed, pushed by the next job without retraining)
+and ``media_failures`` (the items the last job could not use, and why).
+
+The schema is versioned (``PRAGMA user_version``): opening a store runs the ordered ``MIGRATIONS`` it has
+not had yet, each in one transaction, so a ``MODEL_DIR`` written by an older release is upgraded in place
+without losing rows, and one written by a newer release is refused with a clear message.
 
 Every call opens its own short connection, so the store is safe to use from threads and from separate
 processes (web server and RQ workers). Writes that must be atomic run inside ``BEGIN IMMEDIATE``.
@@ -26,7 +32,10 @@ from typing import Any
 
 ACTIVE_STATES = ("queued", "running")
 
-SCHEMA = """
+SQL_CHUNK = 900  # host parameters per statement, below SQLite's limit
+
+# Schema 1: the tables as first released (before the store had a version).
+SCHEMA_1 = """
 CREATE TABLE IF NOT EXISTS projects (
     project_id INTEGER PRIMARY KEY,
     label_config TEXT,
@@ -115,6 +124,52 @@ CREATE TABLE IF NOT EXISTS label_costs (
 );
 """
 
+# Schema 2: annotation ids are keyed per project (a post for one project cannot re-key another's), the
+# /setup hostname is gone (the token goes only to LABEL_STUDIO_URL), failed pushes and media failures kept.
+SCHEMA_2 = (
+    """
+    CREATE TABLE annotations_2 (
+        project_id INTEGER NOT NULL,
+        annotation_id INTEGER NOT NULL,
+        task_id INTEGER NOT NULL,
+        PRIMARY KEY (project_id, annotation_id)
+    )
+    """,
+    "INSERT INTO annotations_2 (project_id, annotation_id, task_id) SELECT project_id, annotation_id, task_id "
+    "FROM annotations",
+    "DROP TABLE annotations",
+    "ALTER TABLE annotations_2 RENAME TO annotations",
+    "ALTER TABLE projects DROP COLUMN hostname",
+    """
+    CREATE TABLE pending_pushes (
+        project_id INTEGER PRIMARY KEY,
+        model_version TEXT NOT NULL,
+        labels_digest TEXT NOT NULL,
+        model TEXT NOT NULL,
+        ranking TEXT NOT NULL,
+        created_at REAL NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE media_failures (
+        project_id INTEGER NOT NULL,
+        task_id INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        job_id INTEGER,
+        recorded_at REAL NOT NULL,
+        PRIMARY KEY (project_id, task_id)
+    )
+    """,
+)
+
+MIGRATIONS: tuple[tuple[int, str | tuple[str, ...]], ...] = ((1, SCHEMA_1), (2, SCHEMA_2))
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+
+
+class StoreVersionError(RuntimeError):
+    """The store was written by a newer release than this one."""
+
 
 class Store:
     def __init__(self, path: Path | str) -> None:
@@ -123,7 +178,31 @@ class Store:
         self._local = threading.local()
         db = self._connection()
         db.execute("PRAGMA journal_mode=WAL")
-        db.executescript(SCHEMA)
+        self._migrate(db)
+
+    def _migrate(self, db: sqlite3.Connection) -> None:
+        """Bring the file to SCHEMA_VERSION, one migration per transaction (safe with concurrent openers)."""
+        for target, statements in MIGRATIONS:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                version = db.execute("PRAGMA user_version").fetchone()[0]
+                if version > SCHEMA_VERSION:
+                    raise StoreVersionError(
+                        f"{self.path} has schema {version}, newer than this release reads ({SCHEMA_VERSION}); "
+                        "upgrade autoal-labelstudio or use another MODEL_DIR"
+                    )
+                if version < target:
+                    for statement in _statements(statements):
+                        db.execute(statement)
+                    db.execute(f"PRAGMA user_version={target}")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
+    def schema_version(self) -> int:
+        with self._read() as db:
+            return int(db.execute("PRAGMA user_version").fetchone()[0])
 
     # -- connection -------------------------------------------------------------------------------------
 
@@ -171,14 +250,6 @@ class Store:
                 (project_id, label_config, _dump(interface), error, time.time()),
             )
         return changed
-
-    def save_hostname(self, project_id: int, hostname: str) -> None:
-        with self._write() as db:
-            db.execute(
-                "INSERT INTO projects (project_id, hostname, updated_at) VALUES (?,?,?) "
-                "ON CONFLICT(project_id) DO UPDATE SET hostname=excluded.hostname",
-                (project_id, hostname, time.time()),
-            )
 
     def project(self, project_id: int) -> dict[str, Any] | None:
         with self._read() as db:
@@ -237,23 +308,26 @@ class Store:
             return int(cursor.lastrowid)
 
     def remember_annotations(self, project_id: int, pairs: Iterable[tuple[int, int]]) -> None:
-        """Record annotation id -> task id, so a later deletion event (ids only) can name its tasks."""
+        """Record annotation id -> task id of this project, so a later deletion event (ids only) can name
+        its tasks."""
         with self._write() as db:
             db.executemany(
-                "INSERT OR REPLACE INTO annotations (annotation_id, project_id, task_id) VALUES (?,?,?)",
-                [(annotation_id, project_id, task_id) for annotation_id, task_id in pairs],
+                "INSERT OR REPLACE INTO annotations (project_id, annotation_id, task_id) VALUES (?,?,?)",
+                [(project_id, annotation_id, task_id) for annotation_id, task_id in pairs],
             )
 
-    def tasks_of_annotations(self, annotation_ids: Sequence[int]) -> list[int]:
-        if not annotation_ids:
-            return []
-        marks = ",".join("?" * len(annotation_ids))
+    def tasks_of_annotations(self, project_id: int, annotation_ids: Sequence[int]) -> list[int]:
+        """The project's tasks that the given annotation ids belong to (unknown ids are left out)."""
+        tasks: set[int] = set()
         with self._read() as db:
-            rows = db.execute(
-                f"SELECT DISTINCT task_id FROM annotations WHERE annotation_id IN ({marks})",
-                list(annotation_ids),
-            ).fetchall()
-        return sorted(row[0] for row in rows)
+            for chunk in _chunks(annotation_ids):
+                marks = ",".join("?" * len(chunk))
+                rows = db.execute(
+                    f"SELECT DISTINCT task_id FROM annotations WHERE project_id=? AND annotation_id IN ({marks})",
+                    [project_id, *chunk],
+                ).fetchall()
+                tasks.update(row[0] for row in rows)
+        return sorted(tasks)
 
     def pending_events(self, project_id: int) -> int:
         with self._read() as db:
@@ -475,9 +549,12 @@ class Store:
                 ],
             )
             db.execute(
-                "UPDATE projects SET current_version=?, updated_at=? WHERE project_id=?",
-                (model["model_version"], now, project_id),
+                "INSERT INTO projects (project_id, current_version, updated_at) VALUES (?,?,?) "
+                "ON CONFLICT(project_id) DO UPDATE SET current_version=excluded.current_version, "
+                "updated_at=excluded.updated_at",
+                (project_id, model["model_version"], now),
             )
+            db.execute("DELETE FROM pending_pushes WHERE project_id=?", (project_id,))
 
     def model(self, project_id: int, model_version: str) -> dict[str, Any] | None:
         with self._read() as db:
@@ -504,8 +581,7 @@ class Store:
         """Stored ranking rows of the given tasks (missing tasks are absent from the result)."""
         found: dict[int, dict[str, Any]] = {}
         with self._read() as db:
-            for start in range(0, len(task_ids), 900):
-                chunk = list(task_ids[start : start + 900])
+            for chunk in _chunks(task_ids):
                 marks = ",".join("?" * len(chunk))
                 rows = db.execute(
                     "SELECT task_id, model_version, score, predicted_label FROM rankings "
@@ -542,9 +618,85 @@ class Store:
             rows = db.execute("SELECT project_id, COUNT(*) FROM rankings GROUP BY project_id").fetchall()
         return {row[0]: row[1] for row in rows}
 
-    def forget_tasks(self, project_id: int, task_ids: Sequence[int]) -> None:
+    def prune_ranking(self, project_id: int, listed_task_ids: Iterable[int]) -> int:
+        """Drop ranking rows of tasks Label Studio no longer lists; how many were dropped.
+
+        A job calls it with the tasks it just listed, so a deletion is acted on only once LS confirms it.
+        """
+        keep = set(listed_task_ids)
         with self._write() as db:
-            db.executemany("DELETE FROM rankings WHERE project_id=? AND task_id=?", [(project_id, t) for t in task_ids])
+            ranked = [row[0] for row in db.execute("SELECT task_id FROM rankings WHERE project_id=?", (project_id,))]
+            gone = [task_id for task_id in ranked if task_id not in keep]
+            db.executemany("DELETE FROM rankings WHERE project_id=? AND task_id=?", [(project_id, t) for t in gone])
+        return len(gone)
+
+    # -- pushes that failed -----------------------------------------------------------------------------
+
+    def save_pending_push(
+        self, project_id: int, labels_digest: str, model: dict[str, Any], ranking_rows: Sequence[dict[str, Any]]
+    ) -> None:
+        """Keep a trained model and its ranking until they are in LS (replaces an older pending one)."""
+        with self._write() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO pending_pushes (project_id, model_version, labels_digest, model, ranking, "
+                "created_at) VALUES (?,?,?,?,?,?)",
+                (
+                    project_id,
+                    model["model_version"],
+                    labels_digest,
+                    _dump(model),
+                    _dump(list(ranking_rows)),
+                    time.time(),
+                ),
+            )
+
+    def pending_push(self, project_id: int) -> dict[str, Any] | None:
+        """{model_version, labels_digest, model, ranking, created_at} of the project's unpushed model, or None."""
+        with self._read() as db:
+            row = db.execute("SELECT * FROM pending_pushes WHERE project_id=?", (project_id,)).fetchone()
+        if row is None:
+            return None
+        pending = dict(row)
+        pending["model"], pending["ranking"] = _load(pending["model"]), _load(pending["ranking"])
+        return pending
+
+    def _pending_push_version(self, project_id: int) -> str | None:
+        with self._read() as db:
+            row = db.execute("SELECT model_version FROM pending_pushes WHERE project_id=?", (project_id,)).fetchone()
+        return row[0] if row else None
+
+    def drop_pending_push(self, project_id: int) -> None:
+        with self._write() as db:
+            db.execute("DELETE FROM pending_pushes WHERE project_id=?", (project_id,))
+
+    # -- media that could not be used -------------------------------------------------------------------
+
+    def record_media_failures(self, project_id: int, job_id: int | None, failures: Sequence[dict[str, Any]]) -> None:
+        """Replace the project's list of unusable items with this job's: [{task_id, kind, reason}]."""
+        now = time.time()
+        with self._write() as db:
+            db.execute("DELETE FROM media_failures WHERE project_id=?", (project_id,))
+            db.executemany(
+                "INSERT OR REPLACE INTO media_failures (project_id, task_id, kind, reason, job_id, recorded_at) "
+                "VALUES (?,?,?,?,?,?)",
+                [(project_id, f["task_id"], f["kind"], f["reason"][:500], job_id, now) for f in failures],
+            )
+
+    def media_failures(self, project_id: int, limit: int = 100) -> list[dict[str, Any]]:
+        """The items the last job of the project could not use (labeled ones first), with the reasons."""
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT * FROM media_failures WHERE project_id=? ORDER BY kind, task_id LIMIT ?", (project_id, limit)
+            ).fetchall()
+        return [dict(row) for row in rows]
+
+    def media_failure_count(self, project_id: int) -> int:
+        return self.media_failure_counts().get(project_id, 0)
+
+    def media_failure_counts(self) -> dict[int, int]:
+        with self._read() as db:
+            rows = db.execute("SELECT project_id, COUNT(*) FROM media_failures GROUP BY project_id").fetchall()
+        return {row[0]: row[1] for row in rows}
 
     def record_label_costs(self, project_id: int, observed: dict[int, float]) -> int:
         """Keep (predicted, observed) seconds of newly labeled tasks; call before the ranking is replaced.
@@ -592,7 +744,21 @@ class Store:
             "last_error": failed["error"] if failed else None,
             "pending_events": self.pending_events(project_id),
             "latest_model": history[0] if history else None,
+            "pending_push": self._pending_push_version(project_id),
+            "media_failures": self.media_failures(project_id),
+            "n_media_failed": self.media_failure_count(project_id),
         }
+
+
+def _statements(statements: str | tuple[str, ...]) -> list[str]:
+    if isinstance(statements, tuple):
+        return list(statements)
+    return [statement for statement in statements.split(";") if statement.strip()]
+
+
+def _chunks(values: Sequence[int]) -> Iterator[list[int]]:
+    for start in range(0, len(values), SQL_CHUNK):
+        yield list(values[start : start + SQL_CHUNK])
 
 
 def _dump(value: Any) -> str | None:

@@ -149,15 +149,88 @@ def test_commit_model_replaces_ranking_and_sets_current_version(store):
 def test_large_lookups_are_chunked(store):
     store.commit_model(1, {"model_version": "v", "checkpoint": "/x"}, ranking(2500, "v"))
     assert len(store.ranking_lookup(1, list(range(100, 2600)))) == 2500
-    store.forget_tasks(1, [100, 101])
+    assert store.prune_ranking(1, range(102, 2600)) == 2
     assert store.explain(1, 100) is None
     assert store.pool_sizes() == {1: 2498}
 
 
-def test_annotation_to_task_mapping(store):
+def test_annotation_to_task_mapping_is_per_project(store):
     store.remember_annotations(1, [(5, 50), (6, 60)])
-    assert store.tasks_of_annotations([5, 6, 7]) == [50, 60]
-    assert store.tasks_of_annotations([]) == []
+    store.remember_annotations(2, [(5, 99)])
+    assert store.tasks_of_annotations(1, [5, 6, 7]) == [50, 60]
+    assert store.tasks_of_annotations(2, [5, 6]) == [99]
+    assert store.tasks_of_annotations(1, []) == []
+    store.remember_annotations(1, [(i, i) for i in range(10_000)])
+    assert len(store.tasks_of_annotations(1, list(range(300_000)))) == 10_000  # chunked below SQLite's limit
+
+
+def test_a_pending_push_is_kept_until_a_commit(store):
+    rows = ranking(3, "autoal-v1")
+    store.save_pending_push(1, "digest", {"model_version": "autoal-v1", "checkpoint": "/x", "n_labels": 5}, rows)
+    pending = store.pending_push(1)
+    assert (pending["model_version"], pending["labels_digest"], len(pending["ranking"])) == ("autoal-v1", "digest", 3)
+    assert store.project_status(1)["pending_push"] == "autoal-v1"
+    assert store.pending_push(2) is None
+    store.commit_model(1, pending["model"], pending["ranking"])
+    assert store.pending_push(1) is None and store.current_version(1) == "autoal-v1"
+
+
+def test_media_failures_are_replaced_by_each_job(store):
+    store.record_media_failures(1, 7, [{"task_id": 3, "kind": "pool", "reason": "cannot decode image"}])
+    store.record_media_failures(
+        1, 8, [{"task_id": 4, "kind": "pool", "reason": "4x4 px"}, {"task_id": 2, "kind": "labeled", "reason": "x"}]
+    )
+    failures = store.media_failures(1)
+    assert [(f["task_id"], f["kind"], f["job_id"]) for f in failures] == [(2, "labeled", 8), (4, "pool", 8)]
+    assert store.project_status(1)["n_media_failed"] == 2
+
+
+# Schema 1, as the first release wrote it (no user_version), with a row in each table that has data.
+SCHEMA_1_ROWS = [
+    "INSERT INTO projects (project_id, label_config, hostname, current_version, version_counter) "
+    "VALUES (1, '<View/>', 'http://ls:8080', 'autoal-v2', 2)",
+    "INSERT INTO events (project_id, action, received_at, handled_by) VALUES (1, 'ANNOTATION_CREATED', 1.0, 3)",
+    "INSERT INTO jobs (project_id, trigger, status, created_at) VALUES (1, 'x', 'done', 1.0)",
+    "INSERT INTO models (project_id, model_version, created_at, checkpoint) VALUES (1, 'autoal-v2', 1.0, '/c')",
+    "INSERT INTO rankings (project_id, task_id, model_version, rank, priority, score, ranked_at) "
+    "VALUES (1, 10, 'autoal-v2', 1, 0.9, 0.1, 1.0)",
+    "INSERT INTO annotations (annotation_id, project_id, task_id) VALUES (100, 1, 10)",
+    "INSERT INTO annotations (annotation_id, project_id, task_id) VALUES (101, 2, 20)",
+    "INSERT INTO label_costs VALUES (1, 10, 'autoal-v2', 3.0, 4.0, 1.0)",
+]
+
+
+def test_a_store_of_the_first_schema_is_upgraded_without_losing_rows(tmp_path):
+    from ls_backend.store import SCHEMA_1, SCHEMA_VERSION
+
+    path = tmp_path / "autoal.sqlite3"
+    with sqlite3.connect(path) as db:
+        db.executescript(SCHEMA_1)
+        for statement in SCHEMA_1_ROWS:
+            db.execute(statement)
+    store = Store(path)
+    assert store.schema_version() == SCHEMA_VERSION == 2
+    assert store.current_version(1) == "autoal-v2"
+    assert store.reserve_version(1) == "autoal-v3"  # the counter survived
+    assert store.tasks_of_annotations(1, [100, 101]) == [10]
+    assert store.tasks_of_annotations(2, [101]) == [20]
+    assert store.ranking(1)[0]["task_id"] == 10
+    assert store.label_costs(1)[0]["observed_seconds"] == 4.0
+    assert store.model(1, "autoal-v2")["checkpoint"] == "/c"
+    assert store.event_counts() == {"ANNOTATION_CREATED": 1} and store.job_counts() == {"done": 1}
+    assert "hostname" not in store.project(1)
+    assert Store(path).schema_version() == SCHEMA_VERSION  # opening again changes nothing
+
+
+def test_a_store_from_a_newer_release_is_refused(tmp_path):
+    from ls_backend.store import StoreVersionError
+
+    path = tmp_path / "autoal.sqlite3"
+    Store(path)
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA user_version=99")
+    with pytest.raises(StoreVersionError, match="schema 99"):
+        Store(path)
 
 
 def test_update_job_rejects_unknown_fields(store):
