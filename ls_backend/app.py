@@ -1,14 +1,20 @@
 """The Flask app LS talks to: /health, /setup, /predict, /webhook, /versions, /metrics, /explain.
 
 `create_app(settings)` builds the app with its store, job runner, predictor and webhook-auth patcher.
-With BASIC_AUTH_USER/BASIC_AUTH_PASS set every route needs those credentials (compared in constant
-time). Bad requests get a 4xx JSON body ``{"error": "..."}``; nothing a client sends produces a 500.
+
+Who may call it: with BASIC_AUTH_USER/BASIC_AUTH_PASS set, every route needs those credentials (compared
+in constant time). Without them only loopback clients are served (``/health`` excepted), unless the
+operator opts in with AUTOAL_ALLOW_ANONYMOUS=true: an anonymous client elsewhere on the network cannot
+change what annotators are served.
+
+Bad requests get a 4xx JSON body ``{"error": "..."}`` that names the field (``ls_backend.validation``);
+bodies above AUTOAL_MAX_REQUEST_BYTES get 413; nothing a client sends produces a 500.
 """
 
 from __future__ import annotations
 
 import hmac
-import json
+import ipaddress
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -24,13 +30,15 @@ from ls_backend.runners import make_runner, request_job
 from ls_backend.settings import Settings
 from ls_backend.status_page import status_blueprint
 from ls_backend.store import Store
-from ls_backend.webhook import InvalidRequest, WebhookHandler
+from ls_backend.validation import InvalidRequest, id_list, json_object, parse_id
+from ls_backend.validation import project_id as parse_project_id
+from ls_backend.webhook import WebhookHandler
 from ls_backend.webhook_auth import WebhookAuthPatcher
 
 logger = logging.getLogger(__name__)
 
 UNTRAINED_VERSION = "autoal-untrained"
-MAX_REQUEST_BYTES = 512 * 1024 * 1024
+OPEN_PATHS = ("/health",)  # served to anyone: LS probes it, and it says nothing about projects
 
 
 @dataclass
@@ -58,10 +66,16 @@ def create_app(settings: Settings | None = None, *, start_runner: bool = True) -
         runner=runner,
         predictor=Predictor(settings, store),
         webhook_auth=WebhookAuthPatcher(settings, store),
-        webhooks=WebhookHandler(store, lambda project_id, trigger: backend.request_job(project_id, trigger)),
+        webhooks=WebhookHandler(
+            store,
+            lambda project_id, trigger: backend.request_job(project_id, trigger),
+            max_ids=settings.max_ids_per_request,
+        ),
     )
+    if not settings.label_studio_url:
+        logger.warning("LABEL_STUDIO_URL is not set: requests are answered, but no job will run until it is")
     app = Flask("ls_backend")
-    app.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
     app.extensions["autoal"] = backend
     _add_auth(app, settings)
     _add_error_handlers(app)
@@ -75,6 +89,8 @@ def create_app(settings: Settings | None = None, *, start_runner: bool = True) -
 
 def _add_auth(app: Flask, settings: Settings) -> None:
     if not settings.basic_auth_enabled:
+        if not settings.allow_anonymous:
+            _serve_only_loopback(app)
         return
     expected = f"{settings.basic_auth_user}:{settings.basic_auth_pass}".encode()
 
@@ -88,6 +104,31 @@ def _add_auth(app: Flask, settings: Settings) -> None:
         response.status_code = 401
         response.headers["WWW-Authenticate"] = 'Basic realm="autoal"'
         return response
+
+
+def _serve_only_loopback(app: Flask) -> None:
+    @app.before_request
+    def refuse_remote_anonymous() -> Response | None:
+        if request.path in OPEN_PATHS or _is_loopback(request.remote_addr):
+            return None
+        message = (
+            "this backend has no credentials configured, so it serves only clients on its own machine: set "
+            "BASIC_AUTH_USER and BASIC_AUTH_PASS (and the same in Label Studio's model connection), or "
+            "AUTOAL_ALLOW_ANONYMOUS=true"
+        )
+        response = jsonify(error=message)
+        response.status = f"403 {_reason_phrase(message)}"
+        return response
+
+
+def _is_loopback(address: str | None) -> bool:
+    try:
+        ip = ipaddress.ip_address(address or "")
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback
 
 
 def _add_error_handlers(app: Flask) -> None:
@@ -118,21 +159,26 @@ def _add_routes(app: Flask, backend: Backend) -> None:
 
     @app.post("/setup")
     def setup() -> Response:
+        """LS checks the connection and the label config. The schema and hostname it sends are not trusted:
+        a schema that differs from the stored one only asks for a job, which reads the project's label
+        config from LABEL_STUDIO_URL itself; the hostname is never used."""
         body = _json_object()
-        project_id = _project_id(body.get("project"))
+        project_id = parse_project_id(body.get("project"))
         schema = body.get("schema")
         if not isinstance(schema, str) or not schema.strip():
             raise InvalidRequest("missing 'schema' (the label config)")
-        previous = (store.project(project_id) or {}).get("interface")
         try:
             interface = parse_label_config(schema)
         except LabelConfigError as error:
-            store.save_label_config(project_id, schema, None, str(error))
             raise InvalidRequest(str(error), status=422) from None
-        store.save_label_config(project_id, schema, interface.to_dict(), None)
-        if isinstance(body.get("hostname"), str) and body["hostname"]:
-            store.save_hostname(project_id, body["hostname"])
-        if previous is not None and previous != interface.to_dict():
+        if not backend.settings.label_studio_url and isinstance(body.get("hostname"), str):
+            logger.warning(
+                "LS at %s called /setup, but LABEL_STUDIO_URL is not set: no job will run until it is",
+                ascii(body["hostname"][:200]),
+                extra={"project": project_id},
+            )
+        stored = (store.project(project_id) or {}).get("interface")
+        if stored is not None and stored != interface.to_dict():
             backend.request_job(project_id, "label config changed")
         backend.webhook_auth.schedule(project_id)
         return jsonify(model_version=store.current_version(project_id) or UNTRAINED_VERSION)
@@ -140,16 +186,16 @@ def _add_routes(app: Flask, backend: Backend) -> None:
     @app.post("/predict")
     def predict() -> Response:
         body = _json_object()
-        tasks = body.get("tasks")
-        if not isinstance(tasks, list) or not tasks:
-            raise InvalidRequest("'tasks' must be a non-empty list")
+        tasks = id_list(body.get("tasks"), "tasks", backend.settings.max_ids_per_request)
         for index, task in enumerate(tasks):
-            if not isinstance(task, dict) or isinstance(task.get("id"), bool) or not isinstance(task.get("id"), int):
+            task_id = task.get("id") if isinstance(task, dict) else None
+            if isinstance(task_id, bool) or not isinstance(task_id, int):
                 raise InvalidRequest(f"tasks[{index}] must be an object with an integer 'id'")
+            parse_id(task_id, f"tasks[{index}].id")
         project_value = body.get("project")
         if project_value is None:
             project_value = tasks[0].get("project")
-        project_id = _project_id(project_value)
+        project_id = parse_project_id(project_value)
         interface = _interface(store, project_id, body.get("label_config"))
         results = backend.predictor.predict(project_id, tasks, interface)
         return jsonify(results=results)
@@ -162,7 +208,7 @@ def _add_routes(app: Flask, backend: Backend) -> None:
     def versions() -> Response:
         project = request.args.get("project")
         if project is not None:
-            project_id = _project_id(project)
+            project_id = parse_project_id(project)
             listed = [model["model_version"] for model in store.model_history(project_id)]
         else:
             listed = store.all_versions()
@@ -172,8 +218,9 @@ def _add_routes(app: Flask, backend: Backend) -> None:
     def metrics() -> Response:
         return Response(metrics_text(store), mimetype="text/plain; version=0.0.4")
 
-    @app.get("/explain/<int:project_id>/<int:task_id>")
-    def explain(project_id: int, task_id: int) -> Response:
+    @app.get("/explain/<project>/<task>")
+    def explain(project: str, task: str) -> Response:
+        project_id, task_id = parse_id(project, "project"), parse_id(task, "task")
         explained = store.explain(project_id, task_id)
         if explained is None:
             raise InvalidRequest(f"task {task_id} of project {project_id} is not in the current ranking", 404)
@@ -191,38 +238,17 @@ def _reason_phrase(message: str) -> str:
 
 
 def _json_object() -> dict[str, Any]:
-    raw = request.get_data(cache=False)
-    if not raw:
-        raise InvalidRequest("the request body is empty; a JSON object is expected")
-    try:
-        body = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise InvalidRequest(f"the request body is not valid JSON: {error}") from None
-    if not isinstance(body, dict):
-        raise InvalidRequest("the request body must be a JSON object")
-    return body
-
-
-def _project_id(value: Any) -> int:
-    """LS sends "<project id>.<created timestamp>" to /setup and /predict; plain ids are accepted too."""
-    if isinstance(value, bool) or value is None:
-        raise InvalidRequest("missing 'project'")
-    text = str(value).split(".", 1)[0].strip()
-    if not text.isdigit():
-        raise InvalidRequest(f"'project' must look like '<id>.<timestamp>' or '<id>', got {str(value)[:40]!r}")
-    return int(text)
+    return json_object(request.get_data(cache=False))
 
 
 def _interface(store: Store, project_id: int, label_config: Any) -> LabelingInterface | None:
+    """The project's stored label config (read from LS by its jobs), else the one in the request, unsaved."""
     project = store.project(project_id) or {}
     if project.get("interface"):
         return LabelingInterface.from_dict(project["interface"])
     if not isinstance(label_config, str) or not label_config.strip():
         return None
     try:
-        interface = parse_label_config(label_config)
+        return parse_label_config(label_config)
     except LabelConfigError as error:
-        store.save_label_config(project_id, label_config, None, str(error))
         raise InvalidRequest(str(error), status=422) from None
-    store.save_label_config(project_id, label_config, interface.to_dict(), None)
-    return interface

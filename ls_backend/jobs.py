@@ -3,17 +3,27 @@
 `run_job(settings, store, job_id)` is the one job function; both runners (`ls_backend.runners`) call it.
 Steps and their progress fractions are recorded in the store as the job goes:
 
-1. pull every task with its annotations (paginated, through the SDK);
-2. fetch media that is not cached yet;
+1. read the label config and pull every task with its annotations from LABEL_STUDIO_URL (paginated,
+   through the SDK): what LS lists is the truth, whatever the webhooks said; ranking rows of tasks no
+   longer in the pool are dropped;
+2. fetch media that is not cached yet; items that cannot be fetched, decoded or are too small are left
+   out, counted (``n_media_failed``) and recorded with the reason for the status page;
 3. `engine.fit` on the labeled tasks (label + observed `lead_time`), `engine.rank` on the unlabeled pool;
-4. save the model atomically under MODEL_DIR (a crash before this point leaves the previous model serving);
+4. save the model atomically under MODEL_DIR (a crash before this point leaves the previous model serving)
+   and keep it, with its ranking, as the project's *pending push*;
 5. import one prediction per pool task (`score = 1 - priority`, the predicted class as result), then set the
    project's `model_version` (and sampling), keep the "AutoAL priority" tab, drop old prediction versions;
-6. commit the model row, the ranking and its provenance to SQLite in one transaction.
+6. commit the model row, the ranking and its provenance to SQLite in one transaction (this also clears
+   the pending push).
+
+When LS fails during step 5 the pending push survives; the retry pushes it without training again, unless
+the labels changed meanwhile (then it trains on the new labels).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
 import shutil
@@ -50,19 +60,6 @@ class JobOutcome:
 
 class SkipJob(Exception):
     """Nothing to train on yet (e.g. fewer than two labeled classes); not an error."""
-
-
-def connect(settings: Settings, store: Store, project_id: int) -> LabelStudioClient:
-    """An LS client for the project: LABEL_STUDIO_URL, else the hostname LS sent to /setup."""
-    project = store.project(project_id) or {}
-    url = settings.label_studio_url or project.get("hostname")
-    return LabelStudioClient(
-        url or "",
-        settings.label_studio_api_key or "",
-        timeout=settings.ls_timeout,
-        retries=settings.ls_retries,
-        backoff=settings.ls_backoff,
-    )
 
 
 def run_job(settings: Settings, store: Store, job_id: int) -> JobOutcome:
@@ -122,22 +119,24 @@ class RetrainAndRank:
 
     def run(self) -> str:
         self.stage("pulling tasks", 0.02)
-        ls = connect(self.settings, self.store, self.project_id)
+        ls = LabelStudioClient.for_settings(self.settings)
         interface = self.interface(ls)
-        tasks = ls.tasks(self.project_id, page_size=self.settings.page_size)
-        labeled, pool = split_tasks(tasks, interface)
+        labeled, pool = split_tasks(ls.tasks(self.project_id, page_size=self.settings.page_size), interface)
+        # tasks LS no longer lists (deleted) leave the ranking; labeled ones stay until the commit, since
+        # their rows hold the predicted seconds that record_label_costs pairs with the observed ones
+        dropped = self.store.prune_ranking(self.project_id, [task["id"] for task in [*labeled, *pool]])
+        if dropped:
+            logger.info("project %s: %s tasks LS no longer lists left the ranking", self.project_id, dropped)
+        digest = labels_digest(labeled, interface)
+        pending = self.store.pending_push(self.project_id)
+        if pending is not None and pending["labels_digest"] == digest:
+            return self.push_pending(ls, interface, pending, {task["id"] for task in pool})
+        if pending is not None:
+            logger.info("project %s: new labels since %s; training again", self.project_id, pending["model_version"])
+            self.store.drop_pending_push(self.project_id)
         self.stage("fetching media", 0.1, n_labels=len(labeled), n_pool=len(pool))
         check_trainable(labeled, pool)
-
-        fetcher = MediaFetcher.for_settings(self.settings, ls)
-        try:
-            references = {task["id"]: interface.image_url(task) or "" for task in [*labeled, *pool]}
-            paths = fetcher.fetch_all(references)
-        finally:
-            fetcher.close()
-        failed = len(references) - len(paths)
-        labeled = [task for task in labeled if task["id"] in paths]
-        pool = [task for task in pool if task["id"] in paths]
+        labeled, pool, failed = self.fetch_media(ls, interface, labeled, pool)
         self.stage("training", 0.3, n_labels=len(labeled), n_pool=len(pool), n_media_failed=failed)
         check_trainable(labeled, pool)
 
@@ -146,7 +145,7 @@ class RetrainAndRank:
         started = time.perf_counter()
         engine = Engine(self.settings.engine_config())
         engine.fit(
-            [str(paths[task["id"]]) for task in labeled],
+            [task["path"] for task in labeled],
             [task["label"].label for task in labeled],
             np.array([task["label"].lead_time for task in labeled], dtype=float),
             classes=list(interface.classes),
@@ -155,16 +154,82 @@ class RetrainAndRank:
         train_seconds = time.perf_counter() - started
         self.stage("ranking", 0.7, train_seconds=train_seconds)
         started = time.perf_counter()
-        ranking = engine.rank([str(paths[task["id"]]) for task in pool])
+        ranking = engine.rank([task["path"] for task in pool])
         rank_seconds = time.perf_counter() - started
 
         version = self.store.reserve_version(self.project_id)
         checkpoint = self.settings.checkpoint_dir(self.project_id, version)
         engine.save(checkpoint)
-        self.stage("pushing predictions", 0.8, rank_seconds=rank_seconds, model_version=version)
-
-        started = time.perf_counter()
+        report = engine.report
+        model = {
+            "model_version": version,
+            "checkpoint": str(checkpoint),
+            "n_labels": len(labeled),
+            "n_pool": len(pool),
+            "holdout_accuracy": report.get("holdout_accuracy"),
+            "classes": list(interface.classes),
+            "strategy_weights": ranking.mean_strategy_weights or report.get("mean_strategy_weights"),
+            "cost_report": report.get("cost"),
+            "report": report,
+            "job_id": self.job_id,
+            "observed_seconds": {str(task["id"]): task["label"].lead_time for task in labeled},
+        }
         rows = ranking_rows([task["id"] for task in pool], ranking)
+        self.store.save_pending_push(self.project_id, digest, model, rows)  # kept if the push fails
+        self.stage("pushing predictions", 0.8, rank_seconds=rank_seconds, model_version=version)
+        self.push_and_commit(ls, interface, model, rows)
+        return f"{version}: {len(labeled)} labels, {len(pool)} tasks ranked"
+
+    def fetch_media(
+        self, ls: LabelStudioClient, interface: LabelingInterface, labeled: list[dict], pool: list[dict]
+    ) -> tuple[list[dict], list[dict], int]:
+        """(labeled, pool) with each task's local image "path", leaving out and recording unusable items."""
+        fetcher = MediaFetcher.for_settings(self.settings, ls)
+        try:
+            fetched = fetcher.fetch_all({task["id"]: interface.image_url(task) or "" for task in [*labeled, *pool]})
+        finally:
+            fetcher.close()
+        failures = [
+            {"task_id": task["id"], "kind": kind, "reason": fetched.failures[task["id"]]}
+            for kind, tasks in (("labeled", labeled), ("pool", pool))
+            for task in tasks
+            if task["id"] in fetched.failures
+        ]
+        self.store.record_media_failures(self.project_id, self.job_id, failures)
+        if failures:
+            logger.warning(
+                "project %s: %s items left out (media unusable), e.g. task %s: %s",
+                self.project_id,
+                len(failures),
+                failures[0]["task_id"],
+                failures[0]["reason"],
+            )
+
+        def usable(tasks: list[dict]) -> list[dict]:
+            return [{**task, "path": str(fetched.paths[task["id"]])} for task in tasks if task["id"] in fetched.paths]
+
+        return usable(labeled), usable(pool), len(failures)
+
+    def push_pending(
+        self, ls: LabelStudioClient, interface: LabelingInterface, pending: dict[str, Any], pool_ids: set[int]
+    ) -> str:
+        """Push the model a failed job trained (the labels are unchanged): no training again."""
+        model = pending["model"]
+        rows = rerank([row for row in pending["ranking"] if row["task_id"] in pool_ids])
+        if not rows:
+            self.store.drop_pending_push(self.project_id)
+            raise SkipJob("no unlabeled tasks to rank")
+        logger.info("project %s: pushing %s, trained before LS failed", self.project_id, model["model_version"])
+        self.stage("pushing predictions", 0.8, model_version=model["model_version"], n_labels=model["n_labels"])
+        self.push_and_commit(ls, interface, model, rows)
+        return f"{model['model_version']}: pushed after a failed push, {len(rows)} tasks ranked (no retraining)"
+
+    def push_and_commit(
+        self, ls: LabelStudioClient, interface: LabelingInterface, model: dict[str, Any], rows: list[dict[str, Any]]
+    ) -> None:
+        """Import the ranking as predictions, make its version current in LS, then commit it to the store."""
+        version = model["model_version"]
+        started = time.perf_counter()
         predictions = [
             {
                 "task": row["task_id"],
@@ -182,36 +247,15 @@ class RetrainAndRank:
             sampling=UNCERTAINTY_SAMPLING if self.settings.set_uncertainty_sampling else None,
         )
         ls.ensure_priority_view(self.project_id, PRIORITY_VIEW_TITLE)
-        push_seconds = time.perf_counter() - started
-        self.stage("saving", 0.98, push_seconds=push_seconds)
-
-        report = engine.report
+        self.stage("saving", 0.98, push_seconds=time.perf_counter() - started, model_version=version)
+        observed = {int(task_id): seconds for task_id, seconds in (model.get("observed_seconds") or {}).items()}
         # before the ranking is replaced: it holds the predicted seconds of the tasks labeled since
-        self.store.record_label_costs(self.project_id, {task["id"]: task["label"].lead_time for task in labeled})
-        self.store.commit_model(
-            self.project_id,
-            {
-                "model_version": version,
-                "checkpoint": str(checkpoint),
-                "n_labels": len(labeled),
-                "n_pool": len(pool),
-                "holdout_accuracy": report.get("holdout_accuracy"),
-                "classes": list(interface.classes),
-                "strategy_weights": ranking.mean_strategy_weights or report.get("mean_strategy_weights"),
-                "cost_report": report.get("cost"),
-                "report": report,
-                "job_id": self.job_id,
-            },
-            rows,
-        )
+        self.store.record_label_costs(self.project_id, observed)
+        self.store.commit_model(self.project_id, {**model, "n_pool": len(rows)}, rows)
         self.drop_old_versions(ls, version)
-        return f"{version}: {len(labeled)} labels, {len(pool)} tasks ranked"
 
     def interface(self, ls: LabelStudioClient) -> LabelingInterface:
-        """The stored label config, or the project's current one read from LS."""
-        project = self.store.project(self.project_id) or {}
-        if project.get("interface"):
-            return LabelingInterface.from_dict(project["interface"])
+        """The project's label config as LS has it now (not as a request said), stored for /predict."""
         label_config = ls.project(self.project_id).get("label_config") or ""
         try:
             interface = parse_label_config(label_config)
@@ -257,6 +301,18 @@ def split_tasks(
         ):
             pool.append(task)
     return labeled, pool
+
+
+def labels_digest(labeled: list[dict[str, Any]], interface: LabelingInterface) -> str:
+    """A fingerprint of the labeled set (task, label, classes): equal digests train the same model."""
+    content = [list(interface.classes), sorted((task["id"], task["label"].label) for task in labeled)]
+    return hashlib.sha256(json.dumps(content).encode()).hexdigest()
+
+
+def rerank(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Ranking rows with their ranks renumbered 1..n in the same order (after some tasks left the pool)."""
+    ordered = sorted(rows, key=lambda row: row["rank"])
+    return [{**row, "rank": position} for position, row in enumerate(ordered, start=1)]
 
 
 def check_trainable(labeled: list[dict[str, Any]], pool: list[dict[str, Any]]) -> None:

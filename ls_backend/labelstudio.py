@@ -13,14 +13,21 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 from label_studio_sdk import LabelStudio, PredictionRequest
 from label_studio_sdk.core.api_error import ApiError
 
+if TYPE_CHECKING:
+    from ls_backend.settings import Settings
+
 logger = logging.getLogger(__name__)
+
+NO_URL_MESSAGE = (
+    "LABEL_STUDIO_URL is not set: the backend sends its API token only to the Label Studio the operator "
+    "configures, never to an address from a request. Set LABEL_STUDIO_URL (e.g. http://localhost:8080) and restart."
+)
 
 T = TypeVar("T")
 
@@ -64,9 +71,18 @@ class LabelStudioClient:
             raise LabelStudioError(f"LABEL_STUDIO_API_KEY was rejected: {error.body}") from None
         self._http = self.sdk._client_wrapper.httpx_client
 
-    @property
-    def host(self) -> str:
-        return (urlsplit(self.url).hostname or "").lower()
+    @classmethod
+    def for_settings(cls, settings: Settings) -> LabelStudioClient:
+        """The client of the operator's Label Studio (LABEL_STUDIO_URL), the one address the token is sent to."""
+        if not settings.label_studio_url:
+            raise LabelStudioError(NO_URL_MESSAGE)
+        return cls(
+            settings.label_studio_url,
+            settings.label_studio_api_key or "",
+            timeout=settings.ls_timeout,
+            retries=settings.ls_retries,
+            backoff=settings.ls_backoff,
+        )
 
     def auth_headers(self) -> dict[str, str]:
         """The Authorization header for LS (Token for legacy tokens, a fresh Bearer access token for PATs)."""

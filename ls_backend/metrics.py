@@ -55,6 +55,13 @@ class StoreCollector(Collector):
             age.add_metric([str(project_id)], seconds)
         yield age
 
+        failed = GaugeMetricFamily(
+            "autoal_media_failed", "Items the last job left out because their media cannot be used", labels=["project"]
+        )
+        for project_id, count in sorted(self.store.media_failure_counts().items()):
+            failed.add_metric([str(project_id)], count)
+        yield failed
+
 
 def _histogram(name: str, documentation: str, values: list[float]) -> HistogramMetricFamily:
     buckets = [(str(bound), sum(1 for v in values if v <= bound)) for bound in SECONDS_BUCKETS]

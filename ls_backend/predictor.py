@@ -14,9 +14,9 @@ import logging
 import threading
 from typing import Any
 
-from ls_backend.jobs import connect, latest_checkpoint
+from ls_backend.jobs import latest_checkpoint
 from ls_backend.labeling import LabelingInterface
-from ls_backend.labelstudio import LabelStudioError
+from ls_backend.labelstudio import LabelStudioClient, LabelStudioError
 from ls_backend.media import MediaFetcher
 from ls_backend.settings import Settings
 from ls_backend.store import Store
@@ -65,14 +65,14 @@ class Predictor:
             return {}
         version, engine = loaded
         try:
-            ls = connect(self.settings, self.store, project_id)
+            ls = LabelStudioClient.for_settings(self.settings)
         except LabelStudioError as error:
             logger.warning("project %s: cannot fetch media to score new tasks: %s", project_id, error)
             return {}
         fetcher = MediaFetcher.for_settings(self.settings, ls)
         try:
             references = {int(task["id"]): interface.image_url(task) or "" for task in tasks}
-            paths = fetcher.fetch_all(references)
+            paths = fetcher.fetch_all(references).paths
         except LabelStudioError as error:
             logger.warning("project %s: media of new tasks not fetched: %s", project_id, error)
             return {}

@@ -14,16 +14,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 PRIORITY_VIEW_TITLE = "AutoAL priority"
 
 
 @dataclass(frozen=True)
 class Settings:
-    label_studio_url: str | None = None  # LABEL_STUDIO_URL (else LABEL_STUDIO_HOST; else the /setup hostname)
+    label_studio_url: str | None = None  # LABEL_STUDIO_URL (else LABEL_STUDIO_HOST): the only address the token goes to
     label_studio_api_key: str | None = None  # LABEL_STUDIO_API_KEY: legacy token or personal access token
     basic_auth_user: str | None = None  # BASIC_AUTH_USER
     basic_auth_pass: str | None = None  # BASIC_AUTH_PASS
+    allow_anonymous: bool = False  # AUTOAL_ALLOW_ANONYMOUS: without basic auth, serve clients other than loopback
     model_dir: Path = Path("model_dir")  # MODEL_DIR: SQLite store, checkpoints, media cache
     redis_url: str | None = None  # REDIS_URL: when set, jobs run on RQ workers (`autoal worker`)
     rq_queue: str = "autoal"  # AUTOAL_RQ_QUEUE
@@ -45,6 +47,8 @@ class Settings:
     page_size: int = 500  # AUTOAL_PAGE_SIZE: tasks per page when listing a project
     import_batch: int = 1000  # AUTOAL_IMPORT_BATCH: predictions per bulk import request
     predict_max_unscored: int = 1000  # AUTOAL_PREDICT_MAX_UNSCORED: unranked tasks scored per /predict call
+    max_request_bytes: int = 8_000_000  # AUTOAL_MAX_REQUEST_BYTES: larger request bodies get 413
+    max_ids_per_request: int = 100_000  # AUTOAL_MAX_IDS_PER_REQUEST: tasks / annotations one request may name
 
     @property
     def basic_auth_enabled(self) -> bool:
@@ -81,10 +85,11 @@ class Settings:
         env = os.environ if environ is None else environ
         reader = _Reader(env)
         return cls(
-            label_studio_url=reader.text("LABEL_STUDIO_URL") or reader.text("LABEL_STUDIO_HOST"),
+            label_studio_url=reader.url("LABEL_STUDIO_URL") or reader.url("LABEL_STUDIO_HOST"),
             label_studio_api_key=reader.text("LABEL_STUDIO_API_KEY") or reader.text("LABEL_STUDIO_ACCESS_TOKEN"),
             basic_auth_user=reader.text("BASIC_AUTH_USER"),
             basic_auth_pass=reader.text("BASIC_AUTH_PASS"),
+            allow_anonymous=reader.flag("AUTOAL_ALLOW_ANONYMOUS", False),
             model_dir=Path(reader.text("MODEL_DIR") or "model_dir"),
             redis_url=reader.text("REDIS_URL"),
             rq_queue=reader.text("AUTOAL_RQ_QUEUE") or "autoal",
@@ -106,6 +111,8 @@ class Settings:
             page_size=reader.integer("AUTOAL_PAGE_SIZE", 500, minimum=1),
             import_batch=reader.integer("AUTOAL_IMPORT_BATCH", 1000, minimum=1),
             predict_max_unscored=reader.integer("AUTOAL_PREDICT_MAX_UNSCORED", 1000, minimum=0),
+            max_request_bytes=reader.integer("AUTOAL_MAX_REQUEST_BYTES", 8_000_000, minimum=65_536),
+            max_ids_per_request=reader.integer("AUTOAL_MAX_IDS_PER_REQUEST", 100_000, minimum=1),
         )
 
 
@@ -118,6 +125,15 @@ class _Reader:
     def text(self, name: str) -> str | None:
         value = self.env.get(name, "").strip()
         return value or None
+
+    def url(self, name: str) -> str | None:
+        value = self.text(name)
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{name} must be an http(s) URL such as http://localhost:8080, got {value[:200]!r}")
+        return value.rstrip("/")
 
     def flag(self, name: str, default: bool) -> bool:
         value = self.text(name)
@@ -166,8 +182,14 @@ class _Reader:
         return data
 
     def hosts(self, name: str) -> tuple[str, ...]:
+        """Allow-list entries (host, host:port or scheme://host[:port]); a malformed one fails at start."""
+        from ls_backend.media import parse_allowed_host
+
         value = self.text(name) or ""
-        return tuple(host.strip().lower() for host in value.split(",") if host.strip())
+        hosts = tuple(host.strip().lower() for host in value.split(",") if host.strip())
+        for host in hosts:
+            parse_allowed_host(host)
+        return hosts
 
 
 def _deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from markupsafe import Markup
 from autoal_engine.cost import spearman
 from ls_backend import plots
 from ls_backend.store import Store
-from ls_backend.webhook import InvalidRequest
+from ls_backend.validation import InvalidRequest, parse_id, quote
 
 QUEUE_LENGTH = 20
 REFRESH_SECONDS = 30
@@ -35,11 +35,13 @@ def status_blueprint(backend: Any) -> Blueprint:
         projects = store.list_projects()
         chosen = request.args.get("project")
         if chosen is not None:
-            if not chosen.strip().isdigit():
-                raise InvalidRequest(f"'project' must be a project id, got {chosen[:40]!r}")
-            if int(chosen) not in projects:
-                raise InvalidRequest(f"project {int(chosen)} is not known to this backend", 404)
-            shown = [int(chosen)]
+            try:
+                project_id = parse_id(chosen, "project")
+            except InvalidRequest:
+                raise InvalidRequest(f"'project' must be a project id, got {quote(chosen)}") from None
+            if project_id not in projects:
+                raise InvalidRequest(f"project {project_id} is not known to this backend", 404)
+            shown = [project_id]
         else:
             shown = projects
         min_spearman = _min_spearman(backend)
@@ -48,6 +50,7 @@ def status_blueprint(backend: Any) -> Blueprint:
             projects=projects,
             views=[project_view(store, project_id, min_spearman) for project_id in shown],
             runner=getattr(backend.runner, "name", "?"),
+            label_studio_url=backend.settings.label_studio_url,
             refresh=REFRESH_SECONDS,
             now=time.time(),
             ago=_ago,
@@ -165,6 +168,7 @@ PAGE = """<!doctype html>
   .state-skipped { background: #f1f5f9; color: #475569; }
   .errors li { color: #991b1b; margin-bottom: 4px; }
   .muted { color: #6b7385; }
+  .warning { border-left: 4px solid #b91c1c; }
   .strategy { white-space: nowrap; }
 </style>
 </head>
@@ -177,6 +181,14 @@ PAGE = """<!doctype html>
     {% if views|length < projects|length %}<a href="?">all</a>{% endif %}</nav>
 </header>
 <main>
+{% if not label_studio_url %}
+  <section class="project warning" id="no-label-studio-url">
+    <h2>LABEL_STUDIO_URL is not set: no job runs</h2>
+    <p>The backend sends its Label Studio API token only to the Label Studio its operator configures, never to
+      an address that arrives in a request. Set <code>LABEL_STUDIO_URL</code> (for example
+      <code>http://localhost:8080</code>) and <code>LABEL_STUDIO_API_KEY</code>, then restart the backend.</p>
+  </section>
+{% endif %}
 {% if not views %}
   <section class="project" id="no-projects">
     <h2>No projects yet</h2>
@@ -217,6 +229,11 @@ PAGE = """<!doctype html>
   {% endif %}
   </div>
 
+  {% if v.pending_push %}
+  <p class="card" id="pending-push-{{ v.project_id }}">Model <b>{{ v.pending_push }}</b> is trained but not yet in
+    Label Studio (its push failed); the next job pushes it without training again, unless labels changed.</p>
+  {% endif %}
+
   {% if v.errors or v.config_error %}
   <h3>Recent errors</h3>
   <ul class="errors" id="errors-{{ v.project_id }}">
@@ -225,6 +242,21 @@ PAGE = """<!doctype html>
     <li>job #{{ j.id }} ({{ timestamp(j.finished_at) }}, stage {{ j.stage }}): {{ j.error }}</li>
     {% endfor %}
   </ul>
+  {% endif %}
+
+  {% if v.media_failures %}
+  <h3>Items left out: media that cannot be used ({{ v.n_media_failed }})</h3>
+  <table class="media-failures" id="media-failures-{{ v.project_id }}">
+    <thead><tr><th class="num">task</th><th>labeled or pool</th><th>why</th></tr></thead>
+    <tbody>
+    {% for f in v.media_failures %}
+      <tr data-task="{{ f.task_id }}"><td class="num">{{ f.task_id }}</td><td>{{ f.kind }}</td>
+        <td>{{ f.reason }}</td></tr>
+    {% endfor %}
+    </tbody>
+  </table>
+  {% if v.n_media_failed > v.media_failures|length %}<p class="muted">{{ v.media_failures|length }} of
+    {{ v.n_media_failed }} shown.</p>{% endif %}
   {% endif %}
 
   <h3>Model</h3>

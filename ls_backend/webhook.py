@@ -3,16 +3,25 @@
 LS waits at most 1 s for an answer and never retries, so a handler only validates, records the event in
 SQLite and requests a job (coalesced), then answers. Payload shapes are those of LS 1.23.2
 (label-studio-protocol.md section 2): the project id is ``project.id``; ANNOTATIONS_DELETED carries
-annotation ids only, mapped back to tasks through the annotation ids seen earlier.
+annotation ids only, mapped back to tasks through the annotation ids seen earlier (per project).
+
+An event is a hint, never the truth: nothing destructive happens on a webhook's word. A deletion or a
+label-config change only asks for a job, and the job acts on what Label Studio itself lists
+(LABEL_STUDIO_URL). Every check runs before anything is stored, so a rejected event changes nothing.
+An action this backend does not know (a newer Label Studio's) is answered 200 "ignored" and logged.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
 from ls_backend.labeling import LabelConfigError, parse_label_config
 from ls_backend.store import Store
+from ls_backend.validation import InvalidRequest, id_list, parse_id, quote
+
+logger = logging.getLogger(__name__)
 
 LS_ACTIONS = frozenset(
     {
@@ -36,21 +45,14 @@ IGNORED_ACTIONS = frozenset(
 )
 
 
-class InvalidRequest(ValueError):
-    """The request is malformed; answered with HTTP 400 (or `status`) and the message."""
-
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.status = status
-
-
 JobRequester = Callable[[int, str], dict]
 
 
 class WebhookHandler:
-    def __init__(self, store: Store, request_job: JobRequester) -> None:
+    def __init__(self, store: Store, request_job: JobRequester, max_ids: int = 100_000) -> None:
         self.store = store
         self.request_job = request_job
+        self.max_ids = max_ids
 
     def handle(self, payload: Any) -> dict[str, Any]:
         if not isinstance(payload, dict):
@@ -59,7 +61,8 @@ class WebhookHandler:
         if not isinstance(action, str) or not action:
             raise InvalidRequest("missing 'action'")
         if action not in LS_ACTIONS:
-            raise InvalidRequest(f"unknown action {action!r}")
+            logger.info("webhook action %s is not one this backend handles; ignored", quote(action))
+            return {"status": "ignored", "detail": f"unknown action {quote(action)}"}
         if action in IGNORED_ACTIONS:
             return {"status": "ignored", "action": action}
         project_id = project_id_of(payload)
@@ -70,10 +73,9 @@ class WebhookHandler:
 
     def on_annotation_created(self, project_id: int, payload: dict[str, Any]) -> dict[str, Any]:
         annotation = _object(payload, "annotation")
-        annotation_id = _int(annotation.get("id"), "annotation.id")
+        annotation_id = parse_id(annotation.get("id"), "annotation.id")
         task_id = _task_id(payload, annotation)
         self.store.remember_annotations(project_id, [(annotation_id, task_id)])
-        self._remember_label_config(project_id, payload)
         skipped = bool(annotation.get("was_cancelled"))
         is_update = payload["action"] == "ANNOTATION_UPDATED"
         needs_job = is_update or not skipped  # an update may have turned a label into a skip
@@ -85,19 +87,16 @@ class WebhookHandler:
     on_annotation_updated = on_annotation_created
 
     def on_annotations_created(self, project_id: int, payload: dict[str, Any]) -> dict[str, Any]:
-        annotations = payload.get("annotation")
-        if not isinstance(annotations, list) or not annotations:
-            raise InvalidRequest("'annotation' must be a non-empty list for ANNOTATIONS_CREATED")
+        annotations = id_list(payload.get("annotation"), "annotation", self.max_ids)
         pairs, labels = [], 0
         for index, annotation in enumerate(annotations):
             if not isinstance(annotation, dict):
                 raise InvalidRequest(f"annotation[{index}] must be an object")
-            annotation_id = _int(annotation.get("id"), f"annotation[{index}].id")
-            task_id = _int(annotation.get("task"), f"annotation[{index}].task")
+            annotation_id = parse_id(annotation.get("id"), f"annotation[{index}].id")
+            task_id = parse_id(annotation.get("task"), f"annotation[{index}].task")
             pairs.append((annotation_id, task_id))
             labels += not annotation.get("was_cancelled")
         self.store.remember_annotations(project_id, pairs)
-        self._remember_label_config(project_id, payload)
         self.store.record_event(
             project_id, payload["action"], [t for _, t in pairs], [a for a, _ in pairs], needs_job=labels > 0
         )
@@ -106,80 +105,72 @@ class WebhookHandler:
         return {"status": "queued", **self.request_job(project_id, payload["action"])}
 
     def on_annotations_deleted(self, project_id: int, payload: dict[str, Any]) -> dict[str, Any]:
-        annotations = payload.get("annotations")
-        if not isinstance(annotations, list) or not annotations:
-            raise InvalidRequest("'annotations' must be a non-empty list of {\"id\": ...}")
+        annotations = id_list(payload.get("annotations"), "annotations", self.max_ids)
         ids = [
-            _int(a.get("id") if isinstance(a, dict) else None, f"annotations[{i}].id")
+            parse_id(a.get("id") if isinstance(a, dict) else None, f"annotations[{i}].id")
             for i, a in enumerate(annotations)
         ]
-        task_ids = self.store.tasks_of_annotations(ids)
+        task_ids = self.store.tasks_of_annotations(project_id, ids)
         self.store.record_event(project_id, payload["action"], task_ids, ids)
         return {"status": "queued", "tasks": task_ids, **self.request_job(project_id, payload["action"])}
 
     # -- training, tasks, project -----------------------------------------------------------------------
 
     def on_start_training(self, project_id: int, payload: dict[str, Any]) -> dict[str, Any]:
-        self._remember_label_config(project_id, payload)
         self.store.record_event(project_id, payload["action"])
         return {"status": "queued", **self.request_job(project_id, payload["action"])}
 
     def on_tasks_created(self, project_id: int, payload: dict[str, Any]) -> dict[str, Any]:
-        task_ids = _task_ids(payload)
-        self._remember_label_config(project_id, payload)
+        task_ids = self._task_ids(payload)
         self.store.record_event(project_id, payload["action"], task_ids)
         return {"status": "queued", **self.request_job(project_id, payload["action"])}
 
     def on_tasks_deleted(self, project_id: int, payload: dict[str, Any]) -> dict[str, Any]:
-        task_ids = _task_ids(payload)
-        self.store.forget_tasks(project_id, task_ids)
-        self.store.record_event(project_id, payload["action"], task_ids, needs_job=False)
-        return {"status": "recorded", "detail": "deleted tasks dropped from the ranking"}
+        """The ranking keeps its rows until a job has listed the pool from LS: a deletion LS did not make
+        removes nothing."""
+        task_ids = self._task_ids(payload)
+        self.store.record_event(project_id, payload["action"], task_ids)
+        return {
+            "status": "queued",
+            "detail": "the next job drops the tasks Label Studio no longer lists",
+            **self.request_job(project_id, payload["action"]),
+        }
 
     def on_project_updated(self, project_id: int, payload: dict[str, Any]) -> dict[str, Any]:
+        """A label config that differs from the stored one asks for a job; the job reads the config from LS."""
         label_config = payload["project"].get("label_config")
         if not isinstance(label_config, str):
             self.store.record_event(project_id, payload["action"], needs_job=False)
             return {"status": "recorded", "detail": "no label config in the payload"}
-        previous = (self.store.project(project_id) or {}).get("interface")
-        try:
-            interface = parse_label_config(label_config)
-        except LabelConfigError as error:
-            self.store.save_label_config(project_id, label_config, None, str(error))
+        if not self._label_config_changed(project_id, label_config):
             self.store.record_event(project_id, payload["action"], needs_job=False)
-            raise InvalidRequest(str(error), status=422) from None
-        self.store.save_label_config(project_id, label_config, interface.to_dict(), None)
-        changed = previous is not None and previous != interface.to_dict()
-        self.store.record_event(project_id, payload["action"], needs_job=changed)
-        if not changed:
             return {"status": "recorded", "detail": "label config unchanged"}
+        self.store.record_event(project_id, payload["action"])
         return {
             "status": "queued",
             "detail": "label config changed",
             **self.request_job(project_id, "label config changed"),
         }
 
-    def _remember_label_config(self, project_id: int, payload: dict[str, Any]) -> None:
-        """Keep the project's label config when the backend has none yet (e.g. a fresh MODEL_DIR)."""
-        label_config = payload["project"].get("label_config")
-        if not isinstance(label_config, str):
-            return
-        project = self.store.project(project_id) or {}
-        if project.get("label_config"):
-            return
+    def _label_config_changed(self, project_id: int, label_config: str) -> bool:
+        stored = (self.store.project(project_id) or {}).get("interface")
+        if stored is None:
+            return False  # no model yet: the first job reads the config from LS anyway
         try:
-            interface = parse_label_config(label_config)
-        except LabelConfigError as error:
-            self.store.save_label_config(project_id, label_config, None, str(error))
-            return
-        self.store.save_label_config(project_id, label_config, interface.to_dict(), None)
+            return parse_label_config(label_config).to_dict() != stored
+        except LabelConfigError:
+            return True  # LS now has a config this backend cannot use: the job records why
+
+    def _task_ids(self, payload: dict[str, Any]) -> list[int]:
+        tasks = id_list(payload.get("tasks"), "tasks", self.max_ids, empty_ok=True)
+        return [parse_id(t.get("id") if isinstance(t, dict) else t, f"tasks[{i}].id") for i, t in enumerate(tasks)]
 
 
 def project_id_of(payload: dict[str, Any]) -> int:
     project = payload.get("project")
     if not isinstance(project, dict):
         raise InvalidRequest("missing 'project' object (LS sends the project with every event)")
-    return _int(project.get("id"), "project.id")
+    return parse_id(project.get("id"), "project.id")
 
 
 def _object(payload: dict[str, Any], key: str) -> dict[str, Any]:
@@ -192,24 +183,5 @@ def _object(payload: dict[str, Any], key: str) -> dict[str, Any]:
 def _task_id(payload: dict[str, Any], annotation: dict[str, Any]) -> int:
     task = payload.get("task")
     if isinstance(task, dict) and task.get("id") is not None:
-        return _int(task.get("id"), "task.id")
-    return _int(annotation.get("task"), "annotation.task")
-
-
-def _task_ids(payload: dict[str, Any]) -> list[int]:
-    tasks = payload.get("tasks")
-    if not isinstance(tasks, list):
-        raise InvalidRequest("'tasks' must be a list")
-    return [_int(t.get("id") if isinstance(t, dict) else t, f"tasks[{i}].id") for i, t in enumerate(tasks)]
-
-
-def _int(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, str)):
-        raise InvalidRequest(f"'{name}' must be an integer id")
-    try:
-        number = int(value)
-    except ValueError:
-        raise InvalidRequest(f"'{name}' must be an integer id") from None
-    if number < 0:
-        raise InvalidRequest(f"'{name}' must be a non-negative id")
-    return number
+        return parse_id(task.get("id"), "task.id")
+    return parse_id(annotation.get("task"), "annotation.task")

@@ -12,8 +12,7 @@ import logging
 import threading
 import time
 
-from ls_backend.jobs import connect
-from ls_backend.labelstudio import LabelStudioError
+from ls_backend.labelstudio import LabelStudioClient, LabelStudioError
 from ls_backend.settings import Settings
 from ls_backend.store import Store
 
@@ -53,7 +52,7 @@ class WebhookAuthPatcher:
             for delay in self.delays:
                 time.sleep(delay)
                 try:
-                    ls = connect(self.settings, self.store, project_id)
+                    ls = LabelStudioClient.for_settings(self.settings)
                     found = ls.ensure_webhook_auth(
                         project_id, self.settings.basic_auth_user or "", self.settings.basic_auth_pass or ""
                     )

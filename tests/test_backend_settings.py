@@ -16,6 +16,9 @@ def test_defaults_without_environment():
     assert settings.set_uncertainty_sampling is True
     assert settings.keep_versions == 3
     assert settings.engine_overrides == {}
+    assert settings.label_studio_url is None  # no job runs until the operator names its Label Studio
+    assert settings.allow_anonymous is False
+    assert settings.max_request_bytes == 8_000_000
 
 
 def test_names_users_know_and_fallbacks():
@@ -50,6 +53,11 @@ def test_names_users_know_and_fallbacks():
         ("AUTOAL_PATCH_WEBHOOK_AUTH", "maybe", "AUTOAL_PATCH_WEBHOOK_AUTH must be true or false"),
         ("AUTOAL_ENGINE_CONFIG", "{not json", "AUTOAL_ENGINE_CONFIG is not valid JSON"),
         ("AUTOAL_ENGINE_CONFIG", "[1, 2]", "AUTOAL_ENGINE_CONFIG must be a JSON object"),
+        ("LABEL_STUDIO_URL", "localhost:8080", "LABEL_STUDIO_URL must be an http"),
+        ("LABEL_STUDIO_URL", "file:///etc", "LABEL_STUDIO_URL must be an http"),
+        ("AUTOAL_MEDIA_ALLOWED_HOSTS", "a.com,bad/x", "AUTOAL_MEDIA_ALLOWED_HOSTS: invalid entry 'bad/x'"),
+        ("AUTOAL_ALLOW_ANONYMOUS", "sure", "AUTOAL_ALLOW_ANONYMOUS must be true or false"),
+        ("AUTOAL_MAX_REQUEST_BYTES", "100", "AUTOAL_MAX_REQUEST_BYTES must be >= 65536"),
     ],
 )
 def test_malformed_values_name_the_variable(name, value, message):

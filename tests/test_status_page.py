@@ -118,7 +118,8 @@ def served(tmp_path_factory, digits) -> Iterator[dict]:
     base = f"http://127.0.0.1:{server.server_port}"
     client = app.test_client()
     answer = client.post("/setup", json={"project": "2.1700000000", "schema": LABEL_CONFIG}, headers=AUTH)
-    assert answer.status_code == 200  # project 2 is connected, never trained
+    assert answer.status_code == 200
+    store.save_label_config(2, LABEL_CONFIG, None, None)  # project 2 is connected (a job read LS), never trained
     try:
         yield {"base": base, "store": store, "client": client, **expected}
     finally:
