@@ -3,7 +3,8 @@
 Property-based (hypothesis, derandomized so CI sees the same cases every run): JSON of wrong types,
 integers beyond 64 bits, non-ASCII digits, lone UTF-16 surrogates, deep nesting, long strings and unknown
 actions, shaped like what Label Studio sends so the checks past the first field are reached too. Each of
-the six routes gets 1,000 cases (6,000 in all); a few known attacks of the probe run as fixed examples.
+the six routes gets 1,000 cases (6,000 in all; AUTOAL_FUZZ_CASES sets another number per route for a longer
+run); a few known attacks of the probe run as fixed examples.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import sqlite3
 from urllib.parse import quote as url_quote
 
@@ -28,7 +30,7 @@ CONFIG = (
     '<View><Image name="image" value="$image"/><Choices name="digit" toName="image">'
     '<Choice value="0"/><Choice value="1"/></Choices></View>'
 )
-CASES = 1000
+CASES = int(os.environ.get("AUTOAL_FUZZ_CASES", "1000"))
 FUZZ = settings(
     max_examples=CASES,
     deadline=None,

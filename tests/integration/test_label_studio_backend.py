@@ -270,10 +270,11 @@ def test_an_unsupported_label_config_is_a_clear_error_in_label_studio(setup):
     assert "Internal Server Error" not in shown
 
 
-def test_bad_payloads_get_4xx_and_no_credentials_get_401(setup):
+def test_bad_payloads_get_4xx_unknown_actions_are_ignored_and_no_credentials_get_401(setup):
     backend = setup["backend"]
     assert backend.post("/webhook", b"{oops").status_code == 400
-    assert backend.post("/webhook", {"action": "NOT_AN_ACTION", "project": {"id": 1}}).status_code == 400
+    unknown = backend.post("/webhook", {"action": "NOT_AN_ACTION", "project": {"id": 1}})
+    assert unknown.status_code == 200 and unknown.json()["status"] == "ignored"  # a newer LS's action
     assert backend.post("/webhook", {"action": "ANNOTATION_CREATED", "project": {"id": 1}}).status_code == 400
     assert backend.post("/predict", {"tasks": "all"}).status_code == 400
     assert backend.post("/setup", {"project": "1.2", "schema": "<View/>"}).status_code == 422
