@@ -65,7 +65,7 @@ def create_app(settings: Settings | None = None, *, start_runner: bool = True) -
         store=store,
         runner=runner,
         predictor=Predictor(settings, store),
-        webhook_auth=WebhookAuthPatcher(settings, store),
+        webhook_auth=WebhookAuthPatcher(settings),
         webhooks=WebhookHandler(
             store,
             lambda project_id, trigger: backend.request_job(project_id, trigger),

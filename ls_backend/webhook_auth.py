@@ -14,7 +14,6 @@ import time
 
 from ls_backend.labelstudio import LabelStudioClient, LabelStudioError
 from ls_backend.settings import Settings
-from ls_backend.store import Store
 
 logger = logging.getLogger(__name__)
 
@@ -23,9 +22,8 @@ RECHECK_AFTER = 300.0  # seconds: a patched project is checked again after this 
 
 
 class WebhookAuthPatcher:
-    def __init__(self, settings: Settings, store: Store, delays: tuple[float, ...] = ATTEMPT_DELAYS) -> None:
+    def __init__(self, settings: Settings, delays: tuple[float, ...] = ATTEMPT_DELAYS) -> None:
         self.settings = settings
-        self.store = store
         self.delays = delays
         self._patched_at: dict[int, float] = {}
         self._running: set[int] = set()
