@@ -22,7 +22,8 @@ from typing import Any
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from ls_backend.labeling import LabelConfigError, LabelingInterface, parse_label_config
+from ls_backend.label_config import LabelConfigs
+from ls_backend.labeling import LabelConfigError, parse_label_config
 from ls_backend.logs import log_requests
 from ls_backend.metrics import metrics_text
 from ls_backend.predictor import Predictor
@@ -51,6 +52,7 @@ class Backend:
     predictor: Predictor
     webhook_auth: WebhookAuthPatcher
     webhooks: WebhookHandler
+    label_configs: LabelConfigs
 
     def request_job(self, project_id: int, trigger: str) -> dict:
         return request_job(self.store, self.runner, self.settings, project_id, trigger)
@@ -60,6 +62,7 @@ def create_app(settings: Settings | None = None, *, start_runner: bool = True) -
     settings = settings or Settings.from_env()
     store = Store(settings.database_path)
     runner = make_runner(settings, store)
+    label_configs = LabelConfigs(store)
     backend = Backend(
         settings=settings,
         store=store,
@@ -69,8 +72,10 @@ def create_app(settings: Settings | None = None, *, start_runner: bool = True) -
         webhooks=WebhookHandler(
             store,
             lambda project_id, trigger: backend.request_job(project_id, trigger),
+            label_configs,
             max_ids=settings.max_ids_per_request,
         ),
+        label_configs=label_configs,
     )
     if not settings.label_studio_url:
         logger.warning("LABEL_STUDIO_URL is not set: requests are answered, but no job will run until it is")
@@ -177,8 +182,7 @@ def _add_routes(app: Flask, backend: Backend) -> None:
                 ascii(body["hostname"][:200]),
                 extra={"project": project_id},
             )
-        stored = (store.project(project_id) or {}).get("interface")
-        if stored is not None and stored != interface.to_dict():
+        if backend.label_configs.changed(project_id, interface):
             backend.request_job(project_id, "label config changed")
         backend.webhook_auth.schedule(project_id)
         return jsonify(model_version=store.current_version(project_id) or UNTRAINED_VERSION)
@@ -196,7 +200,10 @@ def _add_routes(app: Flask, backend: Backend) -> None:
         if project_value is None:
             project_value = tasks[0].get("project")
         project_id = parse_project_id(project_value)
-        interface = _interface(store, project_id, body.get("label_config"))
+        try:
+            interface = backend.label_configs.for_request(project_id, body.get("label_config"))
+        except LabelConfigError as error:
+            raise InvalidRequest(str(error), status=422) from None
         results = backend.predictor.predict(project_id, tasks, interface)
         return jsonify(results=results)
 
@@ -239,16 +246,3 @@ def _reason_phrase(message: str) -> str:
 
 def _json_object() -> dict[str, Any]:
     return json_object(request.get_data(cache=False))
-
-
-def _interface(store: Store, project_id: int, label_config: Any) -> LabelingInterface | None:
-    """The project's stored label config (read from LS by its jobs), else the one in the request, unsaved."""
-    project = store.project(project_id) or {}
-    if project.get("interface"):
-        return LabelingInterface.from_dict(project["interface"])
-    if not isinstance(label_config, str) or not label_config.strip():
-        return None
-    try:
-        return parse_label_config(label_config)
-    except LabelConfigError as error:
-        raise InvalidRequest(str(error), status=422) from None

@@ -34,7 +34,8 @@ from typing import Any
 
 import numpy as np
 
-from ls_backend.labeling import LabelConfigError, LabelingInterface, parse_label_config, task_label
+from ls_backend.label_config import LabelConfigs
+from ls_backend.labeling import LabelConfigError, LabelingInterface, task_label
 from ls_backend.labelstudio import (
     UNCERTAINTY_SAMPLING,
     LabelStudioClient,
@@ -120,7 +121,7 @@ class RetrainAndRank:
     def run(self) -> str:
         self.stage("pulling tasks", 0.02)
         ls = LabelStudioClient.for_settings(self.settings)
-        interface = self.interface(ls)
+        interface = LabelConfigs(self.store).refresh(ls, self.project_id)
         labeled, pool = split_tasks(ls.tasks(self.project_id, page_size=self.settings.page_size), interface)
         # tasks LS no longer lists (deleted) leave the ranking; labeled ones stay until the commit, since
         # their rows hold the predicted seconds that record_label_costs pairs with the observed ones
@@ -253,17 +254,6 @@ class RetrainAndRank:
         self.store.record_label_costs(self.project_id, observed)
         self.store.commit_model(self.project_id, {**model, "n_pool": len(rows)}, rows)
         self.drop_old_versions(ls, version)
-
-    def interface(self, ls: LabelStudioClient) -> LabelingInterface:
-        """The project's label config as LS has it now (not as a request said), stored for /predict."""
-        label_config = ls.project(self.project_id).get("label_config") or ""
-        try:
-            interface = parse_label_config(label_config)
-        except LabelConfigError as error:
-            self.store.save_label_config(self.project_id, label_config, None, str(error))
-            raise
-        self.store.save_label_config(self.project_id, label_config, interface.to_dict(), None)
-        return interface
 
     def drop_old_versions(self, ls: LabelStudioClient, current: str) -> None:
         """Delete our prediction versions in LS and our checkpoints beyond the newest `keep_versions`."""

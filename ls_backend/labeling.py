@@ -8,9 +8,10 @@ name=… toName=…>`` control pointing at it. The class list is the ``Choice`` 
 from __future__ import annotations
 
 import math
-import xml.etree.ElementTree as ElementTree
 from dataclasses import asdict, dataclass
 from typing import Any
+
+from label_studio_sdk.label_interface import LabelInterface
 
 IMAGE_OBJECT_TAGS = ("Image",)
 
@@ -78,50 +79,45 @@ class TaskLabel:
 
 
 def parse_label_config(label_config: Any) -> LabelingInterface:
-    """Find the Image object and the single-choice Choices control; raise LabelConfigError otherwise."""
+    """Find the Image object and the single-choice Choices control; raise LabelConfigError otherwise.
+
+    The XML is read by label-studio-sdk's ``LabelInterface`` (the same parser LS's own tools use, so tag
+    and alias handling match LS); this project's checks and messages are on top.
+    """
     if not isinstance(label_config, str) or not label_config.strip():
         raise LabelConfigError("the label config is empty")
     try:
-        root = ElementTree.fromstring(label_config)
-    except ElementTree.ParseError as error:
-        raise LabelConfigError(f"the label config is not valid XML: {error}") from None
-    images = {}
-    for element in root.iter():
-        if element.tag in IMAGE_OBJECT_TAGS and element.get("name"):
-            value = element.get("value", "")
-            if value.startswith("$") and len(value) > 1:
-                images[element.get("name")] = value[1:]
+        parsed = LabelInterface(label_config)
+    except Exception as error:  # lxml's syntax errors and the SDK's own, whatever their type
+        raise LabelConfigError(f"the label config is not valid XML: {str(error)[:300]}") from None
+    images = {
+        tag.name: tag.value[1:]
+        for tag in parsed.objects
+        if tag.tag in IMAGE_OBJECT_TAGS and tag.name and isinstance(tag.value, str) and len(tag.value) > 1
+        and tag.value.startswith("$")
+    }
     if not images:
         raise LabelConfigError('the label config needs an <Image name="..." value="$field"/> object')
     problems = []
-    for choices in root.iter("Choices"):
-        target = choices.get("toName", "")
-        if target not in images:
-            problems.append(f"Choices {choices.get('name')!r} does not point at an Image")
+    for control in parsed.controls:
+        if control.tag != "Choices":
             continue
-        if choices.get("choice", "single") != "single":
-            problems.append(f"Choices {choices.get('name')!r} allows several choices; only single choice works")
-            continue
-        if choices.get("perRegion") in ("true", "True"):
-            problems.append(f"Choices {choices.get('name')!r} is per region; whole-image choices are needed")
-            continue
-        classes = [c.get("alias") or c.get("value") for c in choices.iter("Choice")]
-        classes = [c for c in classes if c]
-        if len(classes) < 2:
-            problems.append(f"Choices {choices.get('name')!r} needs at least two Choice values")
-            continue
-        if len(set(classes)) != len(classes):
-            problems.append(f"Choices {choices.get('name')!r} repeats a Choice value")
-            continue
-        if not choices.get("name"):
-            problems.append("a Choices control has no name")
-            continue
-        return LabelingInterface(
-            image_name=target,
-            image_key=images[target],
-            choices_name=choices.get("name"),
-            classes=tuple(classes),
-        )
+        targets = control.to_name or []
+        if len(targets) != 1 or targets[0] not in images:
+            problems.append(f"Choices {control.name!r} does not point at an Image")
+        elif control.attr.get("choice", "single") != "single":
+            problems.append(f"Choices {control.name!r} allows several choices; only single choice works")
+        elif control.attr.get("perRegion") in ("true", "True"):
+            problems.append(f"Choices {control.name!r} is per region; whole-image choices are needed")
+        elif len([label for label in control.labels if label]) < 2:
+            problems.append(f"Choices {control.name!r} needs at least two Choice values")
+        else:
+            return LabelingInterface(
+                image_name=targets[0],
+                image_key=images[targets[0]],
+                choices_name=control.name,
+                classes=tuple(label for label in control.labels if label),
+            )
     detail = "; ".join(problems) if problems else "there is no <Choices> control"
     raise LabelConfigError(
         f"unsupported label config: image classification with one Choices control is needed ({detail})"

@@ -17,7 +17,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from ls_backend.labeling import LabelConfigError, parse_label_config
+from ls_backend.label_config import LabelConfigs
 from ls_backend.store import Store
 from ls_backend.validation import InvalidRequest, id_list, parse_id, quote
 
@@ -49,9 +49,12 @@ JobRequester = Callable[[int, str], dict]
 
 
 class WebhookHandler:
-    def __init__(self, store: Store, request_job: JobRequester, max_ids: int = 100_000) -> None:
+    def __init__(
+        self, store: Store, request_job: JobRequester, label_configs: LabelConfigs, max_ids: int = 100_000
+    ) -> None:
         self.store = store
         self.request_job = request_job
+        self.label_configs = label_configs
         self.max_ids = max_ids
 
     def handle(self, payload: Any) -> dict[str, Any]:
@@ -142,7 +145,7 @@ class WebhookHandler:
         if not isinstance(label_config, str):
             self.store.record_event(project_id, payload["action"], needs_job=False)
             return {"status": "recorded", "detail": "no label config in the payload"}
-        if not self._label_config_changed(project_id, label_config):
+        if not self.label_configs.changed(project_id, label_config):
             self.store.record_event(project_id, payload["action"], needs_job=False)
             return {"status": "recorded", "detail": "label config unchanged"}
         self.store.record_event(project_id, payload["action"])
@@ -151,15 +154,6 @@ class WebhookHandler:
             "detail": "label config changed",
             **self.request_job(project_id, "label config changed"),
         }
-
-    def _label_config_changed(self, project_id: int, label_config: str) -> bool:
-        stored = (self.store.project(project_id) or {}).get("interface")
-        if stored is None:
-            return False  # no model yet: the first job reads the config from LS anyway
-        try:
-            return parse_label_config(label_config).to_dict() != stored
-        except LabelConfigError:
-            return True  # LS now has a config this backend cannot use: the job records why
 
     def _task_ids(self, payload: dict[str, Any]) -> list[int]:
         tasks = id_list(payload.get("tasks"), "tasks", self.max_ids, empty_ok=True)
