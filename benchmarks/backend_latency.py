@@ -1,13 +1,17 @@
 """Latency of the ML backend against a real Label Studio 1.23.2 on this machine; prints one JSON object.
 
-    .venv/bin/python benchmarks/backend_latency.py [--tasks 2000] [--labels 30] [--repeats 2]
-                                                   [--engine-config JSON] [--out FILE]
+    .venv/bin/python benchmarks/backend_latency.py [--tasks 2000] [--labels 30] [--repeats 2] [--clients 50]
+                                                   [--posts 1000] [--rate 100] [--engine-config JSON] [--out FILE]
 
 Measures:
-- ``webhook``: /webhook latency (p50, p99, max) of 500 posts from 50 concurrent clients, each on a new
-  connection as LS does. Two kinds: an event that needs no job (PROJECT_UPDATED with the same label
-  config), and annotation events that queue (coalesced) retrains, so most of them arrive while a
-  retrain runs in the same process.
+- ``webhook``: /webhook latency (p50, p99, max) of `--posts` posts from `--clients` concurrent clients,
+  each on a new connection as LS does (LS gives up after 1 s and never retries), as a burst (each client
+  posts again once answered: the latency is mostly the wait behind the others) and paced at `--rate`
+  posts a second. Two kinds: an event that needs no job (PROJECT_UPDATED with the same label config)
+  while nothing runs, and annotation events that queue (coalesced) retrains, posted once a retrain is in
+  its training stage (``retrain_running_throughout``, the job's stage at the start and end, and the jobs
+  started meanwhile say what ran). Each comes with the load average: other work on the machine
+  inflates the latencies.
 - ``predict``: /predict for 1, 100 and 10,000 LS-shaped tasks answered from a stored ranking (a
   10,000-row ranking committed to the store), and for 100 tasks the ranking lacks (labeled tasks of
   the real project), which the current model scores after reading their cached images.
@@ -16,8 +20,8 @@ Measures:
   model_version is the new one, set after the predictions are imported; watched through the job's stage
   in the store, then checked in LS), with the job's breakdown.
 
-Label Studio, the backend (gunicorn via `autoal serve`) and all data live on 127.0.0.1 and in a
-temporary folder. The engine runs with the CPU defaults unless --engine-config overrides them.
+Label Studio, the backend (`autoal serve`: waitress, jobs in a child process) and all data live on
+127.0.0.1 and in a temporary folder. The engine runs with the CPU defaults unless --engine-config overrides them.
 """
 
 from __future__ import annotations
@@ -74,8 +78,12 @@ def latency_summary(seconds: list[float]) -> dict[str, float]:
     }
 
 
-def concurrent_posts(backend, payload: dict[str, Any], clients: int, total: int) -> list[float]:
+def concurrent_posts(backend, payload: dict[str, Any], clients: int, total: int, rate: float = 0.0) -> list[float]:
     """`total` posts from `clients` threads, each on a new connection (as LS does); the seconds of each.
+
+    With `rate`, post i is sent at i / rate seconds from the start (an open loop, as independent LS
+    users are), or as soon as a client is free after that; without, every client posts again as soon as it
+    has its answer (a closed loop: the latency is then mostly the wait behind the other clients' posts).
 
     http.client keeps the client's own cost small: on 2 cores a heavier client (httpx builds an SSL
     context per call) would eat the CPU the server needs and inflate what is measured.
@@ -85,7 +93,11 @@ def concurrent_posts(backend, payload: dict[str, Any], clients: int, total: int)
     token = base64.b64encode(":".join(backend.auth).encode()).decode()
     headers = {"Content-Type": "application/json", "Authorization": f"Basic {token}"}
 
-    def post(_: int) -> float:
+    begin = time.perf_counter()
+
+    def post(number: int) -> float:
+        if rate:
+            time.sleep(max(0.0, begin + number / rate - time.perf_counter()))
         started = time.perf_counter()
         connection = http.client.HTTPConnection(host, int(port), timeout=30)
         try:
@@ -160,6 +172,28 @@ def time_predict(backend, project_id: int, tasks: list[dict[str, Any]], repeats:
         "with_prediction": scored,
         "request_bytes": len(body),
     }
+
+
+def wait_for_training(store, project_id: int, after_job: int) -> dict[str, Any]:
+    """The first job after `after_job` once it is in its training stage (CPU-heavy, no LS calls)."""
+    return wait_for(
+        lambda: next(
+            (
+                j
+                for j in store.recent_jobs(project_id)
+                if j["id"] > after_job and j["status"] == "running" and j["stage"] == "training"
+            ),
+            None,
+        ),
+        600,
+        "a retrain in its training stage",
+        interval=0.05,
+    )
+
+
+def load() -> list[float]:
+    """The 1, 5 and 15 minute load averages, rounded."""
+    return [round(x, 2) for x in os.getloadavg()]
 
 
 def job_breakdown(store, job: dict[str, Any]) -> dict[str, Any]:
@@ -256,19 +290,24 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             "rounds": rounds,
         }
 
-        # /webhook under 50 concurrent posts
+        # /webhook: bursts (each client posts again as soon as answered) and paced posts (`--rate` a second),
+        # with nothing to do and while retrains run (the posts themselves queue the next retrain)
         wait_for(lambda: backend.settled(project_id), 1800, "a settled project")
         project = ls.api("GET", f"/api/projects/{project_id}/").json()
         no_job = {"action": "PROJECT_UPDATED", "project": project}
-        times = concurrent_posts(backend, no_job, args.clients, args.posts)
-        results["webhook_no_job"] = {"clients": args.clients, **latency_summary(times)}
+        for name, rate in (("webhook_no_job", 0.0), ("webhook_no_job_paced", args.rate)):
+            if name.endswith("_paced") and not rate:
+                continue
+            times = concurrent_posts(backend, no_job, args.clients, args.posts, rate)
+            results[name] = {
+                "clients": args.clients,
+                "rate": rate or "burst",
+                **latency_summary(times),
+                "load_average": load(),
+            }
         task = served
+        last_job = store.recent_jobs(project_id, limit=1)[0]["id"]
         annotation_id = annotate(ls, task, lead_time=4.0)
-        wait_for(
-            lambda: store.job(store.recent_jobs(project_id, limit=1)[0]["id"])["status"] == "running",
-            120,
-            "the retrain of that annotation",
-        )
         result = [
             {"from_name": "digit", "to_name": "image", "type": "choices", "value": {"choices": [true_label(task)]}}
         ]
@@ -284,16 +323,30 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 "result": result,
             },
         }
-        running = [j["id"] for j in store.recent_jobs(project_id) if j["status"] == "running"]
-        times = concurrent_posts(backend, event, args.clients, args.posts)
-        still_running = bool(running) and store.job(running[0])["status"] == "running"
-        queued = [j for j in store.recent_jobs(project_id) if j["status"] == "queued"]
-        results["webhook_annotation_during_retrain"] = {
-            "clients": args.clients,
-            **latency_summary(times),
-            "retrain_running_throughout": still_running,
-            "jobs_queued_by_the_burst": len(queued),
-        }
+        for name, rate in (
+            ("webhook_annotation_during_retrain", 0.0),
+            ("webhook_annotation_during_retrain_paced", args.rate),
+        ):
+            if name.endswith("_paced") and not rate:
+                continue
+            training = wait_for_training(store, project_id, after_job=last_job)
+            started = time.time()
+            times = concurrent_posts(backend, event, args.clients, args.posts, rate)
+            after = store.job(training["id"])
+            jobs = store.recent_jobs(project_id)
+            results[name] = {
+                "clients": args.clients,
+                "rate": rate or "burst",
+                **latency_summary(times),
+                "burst_seconds": round(time.time() - started, 1),
+                "retrain_running_throughout": after["status"] == "running",
+                "job_stage_at_start_and_end": [training["stage"], after["stage"]],
+                "a_job_running_at_the_end": any(j["status"] == "running" for j in jobs),
+                "jobs_started_during_the_burst": sum(1 for j in jobs if (j["started_at"] or 0) > started),
+                "jobs_queued_at_the_end": sum(1 for j in jobs if j["status"] == "queued"),
+                "load_average": load(),
+            }
+            last_job = training["id"]
 
         # /predict
         wait_for(lambda: backend.settled(project_id), 1800, "a settled project")
@@ -337,7 +390,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--labels", type=int, default=30, help="annotations before measuring (default 30)")
     parser.add_argument("--repeats", type=int, default=2, help="annotation-to-queue rounds (default 2)")
     parser.add_argument("--clients", type=int, default=50, help="concurrent /webhook clients (default 50)")
-    parser.add_argument("--posts", type=int, default=500, help="/webhook posts per measurement (default 500)")
+    parser.add_argument("--posts", type=int, default=1000, help="/webhook posts per measurement (default 1000)")
+    parser.add_argument(
+        "--rate", type=float, default=100.0, help="posts a second of the paced measurements; 0: none (default 100)"
+    )
     parser.add_argument("--engine-config", default=None, help="AUTOAL_ENGINE_CONFIG JSON (default: CPU defaults)")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     args = parser.parse_args(argv)

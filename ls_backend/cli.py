@@ -1,37 +1,32 @@
-"""The `autoal` command: `serve` (the ML backend under gunicorn), `worker` (RQ jobs), `bench` (offline).
+"""The `autoal` command: `serve` (the ML backend under waitress), `worker` (RQ jobs), `bench` (offline).
 
-autoal serve [--host 0.0.0.0] [--port 9090] [--threads 8]
+autoal serve [--host 0.0.0.0] [--port 9090] [--threads 8] [--request-timeout 15] [--connection-limit 100]
 autoal worker [--burst]
 autoal bench ...            (see `autoal bench --help`)
+
+`autoal serve` runs the app in one process under waitress: its event loop reads every request whole
+(headers and body, up to the app's MAX_CONTENT_LENGTH) before a request thread sees it, so slow clients
+cost a socket, not a thread; a request not received completely within --request-timeout seconds is cut.
+Jobs run in a child process of lower CPU priority (`ls_backend.runners.ThreadRunner`), or on RQ workers.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
+import os
+import signal
 import sys
-
-from gunicorn.app.base import BaseApplication
+import time
+from typing import Any
 
 from ls_backend.logs import setup_logging
 from ls_backend.settings import Settings
 
+logger = logging.getLogger(__name__)
 
-class _Gunicorn(BaseApplication):
-    """gunicorn with embedded settings; the app is built in the worker process (after the fork)."""
-
-    def __init__(self, options: dict) -> None:
-        self.options = options
-        super().__init__()
-
-    def load_config(self) -> None:
-        for key, value in self.options.items():
-            if key in self.cfg.settings:  # e.g. control_socket_disable exists from gunicorn 24 on
-                self.cfg.set(key, value)
-
-    def load(self):  # noqa: ANN201 - gunicorn's interface
-        from ls_backend.wsgi import app
-
-        return app
+DEFAULT_REQUEST_TIMEOUT = 15  # seconds to receive a whole request (headers and body); also the idle timeout
+DEFAULT_CONNECTION_LIMIT = 100  # open connections; beyond it new ones wait in the listen backlog
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,10 +37,23 @@ def main(argv: list[str] | None = None) -> int:
         return bench_main(argv[1:])
     parser = argparse.ArgumentParser(prog="autoal", description="AutoAL active-learning backend for Label Studio")
     commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="run the ML backend (gunicorn, one process, in-process job worker)")
+    serve = commands.add_parser("serve", help="run the ML backend (waitress, one process, jobs in a child process)")
     serve.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
     serve.add_argument("--port", type=int, default=9090, help="port (default 9090)")
     serve.add_argument("--threads", type=int, default=8, help="request threads (default 8)")
+    serve.add_argument(
+        "--request-timeout",
+        type=int,
+        default=None,
+        help=f"seconds a client has to send a whole request, and an idle connection stays open "
+        f"(default {DEFAULT_REQUEST_TIMEOUT})",
+    )
+    serve.add_argument(
+        "--connection-limit",
+        type=int,
+        default=DEFAULT_CONNECTION_LIMIT,
+        help=f"open connections at most (default {DEFAULT_CONNECTION_LIMIT})",
+    )
     worker = commands.add_parser("worker", help="run an RQ worker for the jobs (needs REDIS_URL)")
     worker.add_argument("--burst", action="store_true", help="exit when the queue is empty")
     commands.add_parser("bench", help="offline benchmark (arguments go to the benchmark)")
@@ -59,33 +67,141 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     setup_logging(settings.log_level)  # one key=value line per event, with project= and job=
     if args.command == "serve":
-        return serve_forever(args.host, args.port, args.threads, settings)
+        timeout = args.request_timeout or getattr(settings, "request_timeout", DEFAULT_REQUEST_TIMEOUT)
+        return serve_forever(
+            args.host,
+            args.port,
+            args.threads,
+            settings,
+            request_timeout=timeout,
+            connection_limit=args.connection_limit,
+        )
     return run_worker(settings, burst=args.burst)
 
 
-def serve_forever(host: str, port: int, threads: int, settings: Settings) -> int:
-    options = {
-        "bind": f"{host}:{port}",
-        "workers": 1,  # the in-process job runner lives in this one worker
-        "worker_class": "gthread",
+def make_server(
+    app: Any,
+    host: str,
+    port: int,
+    threads: int,
+    *,
+    request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+    connection_limit: int = DEFAULT_CONNECTION_LIMIT,
+    max_body: int | None = None,
+) -> Any:
+    """A waitress server for `app` that also cuts requests not received completely within `request_timeout`.
+
+    waitress buffers each request in its event loop before a thread runs the app, refuses bodies above
+    `max_body` (413) as soon as the headers announce them, and closes connections idle for `channel_timeout`.
+    Its timeout is one of inactivity only: a client that sends a byte every few seconds would keep a
+    connection forever, so the server below also closes a connection whose request has been arriving
+    for longer than `request_timeout` (checked every second).
+    """
+    from waitress.adjustments import Adjustments
+    from waitress.channel import HTTPChannel
+    from waitress.parser import HTTPRequestParser
+    from waitress.server import TcpWSGIServer
+
+    class TimedParser(HTTPRequestParser):
+        """A request being received, with the time its first byte arrived."""
+
+        def __init__(self, adj: Any) -> None:
+            super().__init__(adj)
+            self.started = time.monotonic()
+
+    class TimedChannel(HTTPChannel):
+        parser_class = TimedParser
+
+    class DeadlineServer(TcpWSGIServer):
+        channel_class = TimedChannel
+
+        def maintenance(self, now: float) -> None:
+            super().maintenance(now)  # idle connections (channel_timeout)
+            cutoff = time.monotonic() - request_timeout
+            for channel in list(self.active_channels.values()):
+                request = channel.request  # the request still being received, if any
+                if request is not None and not channel.requests and request.started < cutoff:
+                    logger.warning(
+                        "closing a connection from %s: its request was not received within %s s",
+                        channel.addr[0] if channel.addr else "?",
+                        request_timeout,
+                    )
+                    channel.will_close = True
+
+    options: dict[str, Any] = {
+        "host": host,
+        "port": port,
         "threads": max(1, threads),
-        "timeout": 300,  # LS waits up to 100 s for /predict
-        "graceful_timeout": 30,
-        "loglevel": settings.log_level.lower(),
-        "errorlog": "-",
-        "control_socket_disable": True,  # several backends on one machine must not share a socket
+        "channel_timeout": max(1, int(request_timeout)),
+        "cleanup_interval": 1,
+        "connection_limit": connection_limit,
+        "asyncore_use_poll": True,  # select() stops at file descriptor 1024
+        "ident": "autoal",
     }
-    _Gunicorn(options).run()
+    if max_body:
+        options["max_request_body_size"] = max_body
+    # "Task queue depth is N": one warning per request that waits for a thread, formatted and written by
+    # the event loop, i.e. a line per request under load, which itself slowed the answers
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+    return DeadlineServer(app, adj=Adjustments(**options))
+
+
+def serve_forever(
+    host: str,
+    port: int,
+    threads: int,
+    settings: Settings,
+    *,
+    request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+    connection_limit: int = DEFAULT_CONNECTION_LIMIT,
+) -> int:
+    """Serve the app until SIGTERM or SIGINT, then stop the request threads and the job runner."""
+    from ls_backend.app import create_app
+
+    app = create_app(settings)
+    server = make_server(
+        app,
+        host,
+        port,
+        threads,
+        request_timeout=request_timeout,
+        connection_limit=connection_limit,
+        max_body=app.config.get("MAX_CONTENT_LENGTH"),
+    )
+
+    def stop(signum: int, _frame: Any) -> None:
+        raise SystemExit(0)  # in the event loop: waitress's run() stops its threads
+
+    signal.signal(signal.SIGTERM, stop)
+    logger.info(
+        "serving on http://%s:%s (%s threads, request timeout %s s)",
+        server.effective_host,
+        server.effective_port,
+        threads,
+        request_timeout,
+    )
+    try:
+        server.run()
+    finally:
+        server.close()
+        app.extensions["autoal"].runner.stop()
+    logger.info("stopped")
     return 0
 
 
 def run_worker(settings: Settings, burst: bool = False) -> int:
+    """An RQ worker at a lower CPU priority (its job processes inherit it), so a web process beside it comes first."""
     if not settings.redis_url:
         print("autoal worker: REDIS_URL is not set", file=sys.stderr)
         return 2
     from redis import Redis
     from rq import Queue, Worker
 
+    from ls_backend.runners import DEFAULT_JOB_NICENESS
+
+    niceness = getattr(settings, "job_niceness", DEFAULT_JOB_NICENESS)
+    if niceness > 0:
+        os.nice(niceness)
     connection = Redis.from_url(settings.redis_url)
     worker = Worker([Queue(settings.rq_queue, connection=connection)], connection=connection)
     worker.work(burst=burst, with_scheduler=True, logging_level=settings.log_level)

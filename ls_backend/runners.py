@@ -1,25 +1,44 @@
-"""Where jobs run: an in-process worker thread (default) or RQ workers on Redis (when REDIS_URL is set).
+"""Where jobs run: a child process fed by a worker thread of the web process (default), or RQ workers on Redis
+(when REDIS_URL is set).
 
 Both runners run the same `ls_backend.jobs.run_job`. `request_job` is how the web app asks for work:
 the store coalesces requests (one queued job per project at most), so a burst of webhook events while
 a job runs gives exactly one more job. A job that failed because LS was unavailable is requested again
-after a delay that doubles, up to AUTOAL_JOB_RETRIES times; its events stay unhandled until a later job
-succeeds, so no event is lost.
+after a delay that doubles, up to AUTOAL_JOB_RETRIES times, with at most one pending retry per project;
+its events stay unhandled until a later job succeeds, so no event is lost.
+
+The thread runner does not train in the web process: training in a thread there held the GIL and both
+cores, and /webhook answers (LS waits 1 s, never retries) slowed to a p99 of 0.5 s. Its thread hands each
+job to one long-lived child process (`JobProcess`: started on the first job, with the 'spawn' method, at a
+lower CPU priority), forwards the child's log records to the web process's logging, and marks the job
+failed when the child dies (out of memory, a crash) or runs past AUTOAL_JOB_TIMEOUT; the next job gets a
+new child.
 """
 
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import os
 import queue
+import signal
 import threading
+import time
+from collections.abc import Callable
 from datetime import timedelta
-from typing import Protocol
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any, Protocol
 
 from ls_backend.jobs import JobOutcome, run_job
+from ls_backend.logs import _context as _log_context_fields
 from ls_backend.settings import Settings
 from ls_backend.store import Store
 
 logger = logging.getLogger(__name__)
+
+DEFAULT_JOB_NICENESS = 10  # nice increment of the job process and of `autoal worker`: the web threads come first
+JobFunction = Callable[[Settings, Store, int], JobOutcome]
 
 
 class Runner(Protocol):
@@ -63,22 +82,40 @@ def retry_delay(store: Store, settings: Settings, project_id: int, outcome: JobO
 
 
 class ThreadRunner:
-    """One background thread in the web process runs the jobs one after another."""
+    """One background thread of the web process hands the jobs, one after another, to a `JobProcess`."""
 
     name = "thread"
 
-    def __init__(self, settings: Settings, store: Store) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        *,
+        niceness: int | None = None,
+        threads: int | None = None,
+        job_function: JobFunction = run_job,
+    ) -> None:
+        """`niceness` and `threads` go to the `JobProcess`; `job_function` (a module-level function) runs there."""
         self.settings = settings
         self.store = store
+        self.jobs = JobProcess(
+            settings,
+            store.path,
+            niceness=getattr(settings, "job_niceness", DEFAULT_JOB_NICENESS) if niceness is None else niceness,
+            threads=getattr(settings, "job_threads", None) if threads is None else threads,
+            job_function=job_function,
+        )
         self._queue: queue.Queue[int | None] = queue.Queue()
         self._thread: threading.Thread | None = None
-        self._timers: list[threading.Timer] = []
+        self._timers: dict[int, tuple[float, threading.Timer]] = {}  # project -> (due, timer): one retry each
         self._lock = threading.Lock()
+        self._stopping = False
 
     def start(self) -> None:
         """Start the worker; jobs cut short by a previous stop are queued again (events are not lost)."""
         if self._thread is not None:
             return
+        self._stopping = False
         interrupted = self.store.interrupt_active_jobs()
         self._thread = threading.Thread(target=self._work, name="autoal-jobs", daemon=True)
         self._thread.start()
@@ -97,19 +134,37 @@ class ThreadRunner:
         """Queued rows of this process are always in the in-memory queue (stale ones were interrupted)."""
 
     def submit_later(self, project_id: int, delay: float) -> None:
-        def fire() -> None:
-            request_job(self.store, self, self.settings, project_id, "retry")
-
-        timer = threading.Timer(delay, fire)
-        timer.daemon = True
+        """Request a job for the project in `delay` seconds, unless an earlier retry of it is pending already."""
+        due = time.monotonic() + delay
         with self._lock:
-            self._timers = [t for t in self._timers if t.is_alive()] + [timer]
-        timer.start()
+            pending = self._timers.get(project_id)
+            if pending is not None and pending[0] <= due:
+                logger.info(
+                    "project %s: a retry is already pending; not scheduling another",
+                    project_id,
+                    extra={"project": project_id},
+                )
+                return
+            if pending is not None:
+                pending[1].cancel()
+            timer = threading.Timer(delay, self._fire_retry, args=(project_id,))
+            timer.daemon = True
+            self._timers[project_id] = (due, timer)
+            timer.start()
+
+    def pending_retries(self) -> list[int]:
+        """Projects with a retry timer that has not fired yet."""
+        with self._lock:
+            return sorted(self._timers)
 
     def stop(self, timeout: float = 5.0) -> None:
+        """Cancel pending retries, stop the thread and the job process (a running job is interrupted)."""
         with self._lock:
-            for timer in self._timers:
+            for _, timer in self._timers.values():
                 timer.cancel()
+            self._timers.clear()
+        self._stopping = True
+        self.jobs.stop(timeout)
         if self._thread is not None:
             self._queue.put(None)
             self._thread.join(timeout)
@@ -118,15 +173,21 @@ class ThreadRunner:
     def idle(self) -> bool:
         return self._queue.unfinished_tasks == 0
 
+    def _fire_retry(self, project_id: int) -> None:
+        with self._lock:
+            self._timers.pop(project_id, None)  # from here on a new retry may be scheduled
+        if not self._stopping:
+            request_job(self.store, self, self.settings, project_id, "retry")
+
     def _work(self) -> None:
         while True:
             job_id = self._queue.get()
             try:
                 if job_id is None:
                     return
-                outcome = run_job(self.settings, self.store, job_id)
+                outcome = self._run(job_id)
                 job = self.store.job(job_id)
-                if job is not None:
+                if job is not None and not self._stopping:
                     delay = retry_delay(self.store, self.settings, int(job["project_id"]), outcome)
                     if delay is not None:
                         logger.info(
@@ -140,6 +201,255 @@ class ThreadRunner:
                 logger.exception("job %s: unexpected error in the worker thread", job_id, extra={"job": job_id})
             finally:
                 self._queue.task_done()
+
+    def _run(self, job_id: int) -> JobOutcome:
+        """Run the job in the job process; if that process died or was stopped, the job is marked failed."""
+        try:
+            return self.jobs.run(job_id, timeout=self.settings.job_timeout)
+        except JobProcessError as error:
+            message = "interrupted: the server stopped" if self._stopping else str(error)
+        job = self.store.job(job_id)
+        if job is not None and job["status"] in ("queued", "running"):
+            self.store.finish_job(job_id, "failed", message)
+        logger.error("job %s failed: %s", job_id, message, extra={"job": job_id})
+        return JobOutcome("failed", message)
+
+
+class JobProcessError(RuntimeError):
+    """The job process died, or was stopped, before it reported the job's outcome."""
+
+
+class JobProcess:
+    """One long-lived child process that runs jobs one at a time, at a lower CPU priority.
+
+    The child is started with 'spawn' (a fresh interpreter: forking a process that has torch threads is
+    unsafe) on the first job and serves every later one. It applies `niceness` (os.nice) and, when given,
+    `threads` (torch, OpenMP and BLAS threads), opens its own Store on `database_path`, and sends back
+    the job's outcome and every log record (re-emitted here, so the web process's logging shows them).
+    It exits when its parent does. `run` is called from one thread at a time.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        database_path: Path,
+        *,
+        niceness: int = DEFAULT_JOB_NICENESS,
+        threads: int | None = None,
+        job_function: JobFunction = run_job,
+    ) -> None:
+        self.settings = settings
+        self.database_path = Path(database_path)
+        self.niceness = niceness
+        self.threads = threads
+        self.job_function = job_function
+        self._context = multiprocessing.get_context("spawn")
+        self._process: Any = None
+        self._connection: Connection | None = None
+        self._busy = False  # a run() is using the connection
+        self._lock = threading.Lock()
+
+    @property
+    def pid(self) -> int | None:
+        """The child's process id while it runs."""
+        process = self._process
+        return process.pid if process is not None and process.is_alive() else None
+
+    def run(self, job_id: int, timeout: float) -> JobOutcome:
+        """Run one job in the child (started if needed) and wait for its outcome, at most `timeout` seconds.
+
+        Raises JobProcessError when the child dies or is stopped first, or runs past the timeout (then it
+        is stopped); the next call starts a new child.
+        """
+        process, connection = self._ensure_started()
+        deadline = time.monotonic() + timeout
+        try:
+            connection.send(job_id)
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    self._terminate(process, 5.0)
+                    raise JobProcessError(f"ran past AUTOAL_JOB_TIMEOUT ({timeout:.0f} s); its process was stopped")
+                if not connection.poll(min(remaining, 1.0)):
+                    continue
+                kind, payload = connection.recv()
+                if kind == "log":
+                    logging.getLogger(payload.name).handle(payload)
+                else:
+                    return payload
+        except (EOFError, OSError):
+            raise JobProcessError(self._why_gone(process)) from None
+        finally:
+            with self._lock:
+                self._busy = False
+                if self._process is not process:  # stopped or dead: its connection goes with it
+                    connection.close()
+                    if self._connection is connection:
+                        self._connection = None
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the child (a job it runs is cut short, and its run() raises JobProcessError)."""
+        with self._lock:
+            process = self._process
+            self._process = None
+            if not self._busy and self._connection is not None:
+                self._connection.close()
+                self._connection = None
+        if process is not None:
+            self._terminate(process, timeout)
+
+    def _ensure_started(self) -> tuple[Any, Connection]:
+        with self._lock:
+            self._busy = True
+            if self._process is not None and self._process.is_alive() and self._connection is not None:
+                return self._process, self._connection
+            if self._connection is not None:
+                self._connection.close()
+            ours, theirs = self._context.Pipe()
+            process = self._context.Process(
+                target=_job_process_main,
+                name="autoal-job-process",
+                args=(theirs, os.getpid(), self.settings, str(self.database_path), self.niceness, self.threads),
+                kwargs={"job_function": self.job_function, "log_levels": _log_levels()},
+                daemon=True,  # terminated when the web process exits normally; see _exit_with_parent otherwise
+            )
+            process.start()
+            theirs.close()  # our copy: the child's end must close when the child dies, so recv() sees EOF
+            self._process, self._connection = process, ours
+        threads = self.threads or "default"
+        logger.info("job process %s started (nice +%s, threads %s)", process.pid, self.niceness, threads)
+        return process, ours
+
+    def _terminate(self, process: Any, timeout: float) -> None:
+        with self._lock:
+            if self._process is process:
+                self._process = None
+        if process.is_alive():
+            process.terminate()
+            process.join(timeout)
+        if process.is_alive():
+            process.kill()
+        process.join(5)
+
+    def _why_gone(self, process: Any) -> str:
+        """Why the child stopped answering; it is reaped, so the next job gets a new one."""
+        process.join(5)
+        with self._lock:
+            if self._process is process:
+                self._process = None
+        code = process.exitcode
+        if code is not None and code < 0:
+            name = signal.Signals(-code).name if -code in {s.value for s in signal.Signals} else str(-code)
+            hint = " (out of memory?)" if -code == signal.SIGKILL else ""
+            return f"the job process was killed by {name}{hint}"
+        return f"the job process exited with code {code}"
+
+
+def _job_process_main(
+    connection: Connection,
+    parent_pid: int,
+    settings: Settings,
+    database_path: str,
+    niceness: int,
+    threads: int | None,
+    *,
+    job_function: JobFunction,
+    log_levels: dict[str, int],
+) -> None:
+    """The child: lower its priority and threads, then run each job id it receives until None or EOF."""
+    send_lock = threading.Lock()
+
+    def send(message: tuple[str, Any]) -> None:
+        with send_lock:
+            connection.send(message)
+
+    _limit_resources(niceness, threads)
+    _forward_logs(send, log_levels)
+    _exit_with_parent(parent_pid)
+    store = Store(database_path)
+    while True:
+        try:
+            job_id = connection.recv()
+        except (EOFError, OSError):
+            return
+        if job_id is None:
+            return
+        try:
+            outcome = job_function(settings, store, job_id)
+        except Exception as error:  # run_job never raises; another job function might
+            logger.exception("job %s: unexpected error in the job process", job_id, extra={"job": job_id})
+            outcome = JobOutcome("failed", f"internal error: {type(error).__name__}: {error}")
+            job = store.job(job_id)
+            if job is not None and job["status"] in ("queued", "running"):
+                store.finish_job(job_id, "failed", outcome.message)
+        send(("outcome", outcome))
+
+
+def _limit_resources(niceness: int, threads: int | None) -> None:
+    """Lower this process's CPU priority and, when `threads` is set, its torch/OpenMP/BLAS thread pools."""
+    if niceness > 0:
+        os.nice(niceness)
+    if threads:
+        for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            os.environ[name] = str(threads)  # for libraries loaded from now on
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(limits=threads)  # numpy's BLAS, loaded already
+        import torch
+
+        torch.set_num_threads(threads)
+        torch.set_num_interop_threads(threads)
+
+
+class _PipeLogHandler(logging.Handler):
+    """Sends each record, made picklable and carrying the log context (project=, job=), to the parent."""
+
+    def __init__(self, send: Callable[[tuple[str, Any]], None]) -> None:
+        super().__init__()
+        self.send = send
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            fields = dict(record.__dict__)
+            fields.update({k: v for k, v in _log_context_fields.get().items() if k not in fields})
+            fields.update(msg=record.getMessage(), args=None, exc_info=None, exc_text=None)
+            if record.exc_info:
+                fields["exc"] = logging.Formatter().formatException(record.exc_info)
+            for key, value in fields.items():
+                if not isinstance(value, (str, int, float, bool, type(None), list, tuple, dict)):
+                    fields[key] = str(value)
+            self.send(("log", logging.makeLogRecord(fields)))
+        except Exception:
+            self.handleError(record)
+
+
+def _forward_logs(send: Callable[[tuple[str, Any]], None], log_levels: dict[str, int]) -> None:
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    root.addHandler(_PipeLogHandler(send))
+    for name, level in log_levels.items():
+        logging.getLogger(name or None).setLevel(level)
+
+
+def _log_levels() -> dict[str, int]:
+    """The levels set in this process (root as ""), for the child to filter as the parent does."""
+    levels = {"": logging.getLogger().level}
+    for name, item in logging.Logger.manager.loggerDict.items():
+        if isinstance(item, logging.Logger) and item.level != logging.NOTSET:
+            levels[name] = item.level
+    return levels
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    """A thread that ends this process once its parent is gone (killed without a chance to stop us)."""
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="autoal-parent-watch", daemon=True).start()
 
 
 class RQRunner:
@@ -188,8 +498,39 @@ class RQRunner:
         self.submit(job_id)
 
     def submit_later(self, project_id: int, delay: float) -> None:
-        """Needs a worker started with the scheduler (`autoal worker` does)."""
-        self.queue.enqueue_in(timedelta(seconds=delay), "ls_backend.runners.rq_request_job", project_id)
+        """Request a job in `delay` seconds unless a retry of the project is pending already.
+
+        The delayed RQ job has one id per project, so at most one is scheduled at a time; it is deleted
+        when it has run (result_ttl=0), and the next failure may schedule a new one. Needs a worker started
+        with the scheduler (`autoal worker` does).
+        """
+        from rq.exceptions import NoSuchJobError
+        from rq.job import Job, JobStatus
+
+        retry_id = _rq_retry_id(project_id)
+        try:
+            pending = Job.fetch(retry_id, connection=self.connection)
+            status = pending.get_status()
+        except NoSuchJobError:
+            pending, status = None, None
+        if status in (JobStatus.SCHEDULED, JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.STARTED):
+            logger.info(
+                "project %s: a retry is already %s; not scheduling another",
+                project_id,
+                status,
+                extra={"project": project_id},
+            )
+            return
+        if pending is not None:
+            pending.delete()
+        self.queue.enqueue_in(
+            timedelta(seconds=delay),
+            "ls_backend.runners.rq_request_job",
+            project_id,
+            job_id=retry_id,
+            result_ttl=0,
+            failure_ttl=86400,
+        )
 
     def stop(self, timeout: float = 5.0) -> None:
         self.connection.close()
@@ -235,3 +576,8 @@ def rq_request_job(project_id: int) -> dict:
 
 def _rq_id(job_id: int) -> str:
     return f"autoal-job-{job_id}"
+
+
+def _rq_retry_id(project_id: int) -> str:
+    """The one id of a project's delayed retry."""
+    return f"autoal-retry-{project_id}"

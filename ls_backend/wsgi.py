@@ -1,7 +1,12 @@
-"""The gunicorn entry point: ``gunicorn ls_backend.wsgi:app`` (one worker process, several threads).
+"""The WSGI entry point, ``ls_backend.wsgi:app``, for running the backend under another WSGI server.
 
-Configuration comes from the environment (`ls_backend.settings`). Keep one worker process: the default
-job runner is a thread inside it. `autoal serve` starts gunicorn with these defaults.
+`autoal serve` is the supported way: it serves this app under waitress with a deadline for receiving a
+request and the app's body limit (`ls_backend.cli.make_server`). Any other server works too, e.g.
+``waitress-serve --threads 8 --channel-timeout 15 ls_backend.wsgi:app``, with one process only: the
+default job runner (a thread that feeds a job process) lives in it. A server that reads request bodies
+in its request threads (gunicorn's sync and gthread workers) lets slow clients tie those threads up.
+
+Configuration comes from the environment (`ls_backend.settings`).
 """
 
 from __future__ import annotations
