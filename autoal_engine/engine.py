@@ -10,8 +10,10 @@ fit:
     the candidates get equal weights.
 rank:
  4. one pass of f over the pool (probabilities, embeddings, MC-dropout digest, predicted loss);
- 5. every candidate's score, normalized; per-sample weights pi (equal, or SearchNet's); z = sum_k pi_k r_k;
- 6. benefit = calibrated expected loss g(z); priority = benefit / cost^gamma, scaled to [0, 1];
+ 5. every candidate's score, normalized; per-sample weights pi (equal, or SearchNet's); z = sum_k pi_k r_k
+    (``mixture.py``);
+ 6. benefit = z (equal weights) or the search's calibrated expected loss g(z); priority = benefit / cost^gamma,
+    scaled to [0, 1];
  7. the first batch_size items of the queue are a diverse batch among the top priorities (batch.py).
 """
 
@@ -36,6 +38,7 @@ from autoal_engine.batch import diverse_batch, with_batch_first
 from autoal_engine.config import EngineConfig
 from autoal_engine.cost import CostModel
 from autoal_engine.data import ImageSource, check_costs, check_labels
+from autoal_engine.mixture import equal_weight_benefit, equal_weights, mixture, mixture_weights, normalize_candidates
 from autoal_engine.models import TaskModel, embed, pool_outputs, resolve_device, steps_for, train_model
 from autoal_engine.ranking import Ranking
 from autoal_engine.search import (
@@ -43,9 +46,6 @@ from autoal_engine.search import (
     SearchResult,
     calibrated_benefit,
     meta_features,
-    mixture_scores,
-    mixture_weights,
-    normalize_candidates,
     run_search,
     searchnet_from_state,
 )
@@ -243,11 +243,8 @@ class Engine:
         ratio = self._ratio(len(source))
         candidates = normalize_candidates(self._scores(outputs), config.search.candidate_scores, ratio)
         weights = self._strategy_weights(outputs, candidates, source)
-        z = mixture_scores(torch.from_numpy(candidates), torch.from_numpy(weights)).numpy().astype(np.float64)
-        if self.search is not None:
-            benefit = calibrated_benefit(z, self.search)
-        else:
-            benefit = z - min(0.0, float(z.min()))
+        z = mixture(candidates, weights)
+        benefit = calibrated_benefit(z, self.search) if self.search is not None else equal_weight_benefit(z)
         predicted = self.cost_model.predict(_project(outputs.embeddings, self.cost_basis))
         seconds = cost_module.combine_known(predicted, known)
         gamma = self.cost_model.effective_gamma(config.cost.gamma, known)
@@ -279,9 +276,9 @@ class Engine:
             return score_matrix(self.config.strategies, outputs)
 
     def _strategy_weights(self, outputs, candidates: np.ndarray, source: ImageSource) -> np.ndarray:
-        k = candidates.shape[1]
+        n, k = candidates.shape
         if self.search is None:
-            return np.full(candidates.shape, 1.0 / k, dtype=np.float32)
+            return equal_weights(n, k)
         net = searchnet_from_state(self.config.search, self.search.state, k, self.channels)
         meta = torch.from_numpy(meta_features(outputs, candidates))
         chunks = []

@@ -16,6 +16,9 @@ K candidate strategies give normalized scores r_ik, and SearchNet gives per-samp
 where l_i is FitNet's cross-entropy on sample i and L_LP the LL4AL pairwise ranking loss of SearchNet's
 loss-prediction output against l_i, so the loss module shapes SearchNet's features (spec A8).
 
+This module only learns pi (opt-in, ``search.enabled``): the candidate normalization r, the mixture z and
+the default equal-weight ranking are in ``autoal_engine.mixture``.
+
 Two departures from the paper's Eq. 8, both measured on digits (see docs/engine.md): the selection term is
 the mean loss of the selected samples relative to the batch mean, not sum_i S_i l_i / B (with tB << B the
 1/B term is tiny next to L_re, and the search then reshapes the mixture to fit the count instead of finding
@@ -43,6 +46,7 @@ from sklearn.mixture import GaussianMixture
 from torch import nn
 
 from autoal_engine.config import SearchConfig
+from autoal_engine.mixture import mixture_scores, mixture_weights
 from autoal_engine.models import SmallCNN, loss_ranking_loss
 from autoal_engine.pool_outputs import PoolOutputs, entropy
 from autoal_engine.strategies import percentile_rank
@@ -55,21 +59,7 @@ GMM_REFIT_EVERY = 25
 MIN_SELECTED = 8
 
 
-# --------------------------------------------------------------------------- candidate scores, meta
-
-
-def normalize_candidates(raw: np.ndarray, mode: str, ratio: float) -> np.ndarray:
-    """Per-strategy normalization of an (N, K) raw score matrix.
-
-    ``rank``: percentile ranks in [0, 1] (spec 7.2). ``vote``: a_ik = 1 if sample i is in strategy k's
-    top max(2, ceil(ratio * N)), the released code's binary vote (spec 3.3)."""
-    if mode == "rank":
-        return np.stack([percentile_rank(column) for column in raw.T], axis=1).astype(np.float32)
-    picks = min(len(raw), max(2, math.ceil(ratio * len(raw))))
-    votes = np.zeros(raw.shape, dtype=np.float32)
-    for k, column in enumerate(raw.T):
-        votes[np.argsort(-column, kind="stable")[:picks], k] = 1.0
-    return votes
+# --------------------------------------------------------------------------- SearchNet's input
 
 
 def meta_features(outputs: PoolOutputs, candidates: np.ndarray) -> np.ndarray:
@@ -129,16 +119,6 @@ def build_searchnet(config: SearchConfig, n_strategies: int, in_channels: int) -
     if config.searchnet_input == "image":
         return ImageSearchNet(in_channels, n_strategies, config.hidden)
     return SearchNet(n_strategies + META_EXTRA, n_strategies, config.hidden)
-
-
-def mixture_weights(logits: torch.Tensor, weighting: str) -> torch.Tensor:
-    """pi = softmax over strategies (default) or the raw logits (released code)."""
-    return torch.softmax(logits, dim=1) if weighting == "softmax" else logits
-
-
-def mixture_scores(candidates: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """z_i = sum_k pi_ik r_ik. Uniform weights give the rank average of the candidates."""
-    return (weights * candidates).sum(dim=1)
 
 
 # --------------------------------------------------------------------------- threshold and relaxation

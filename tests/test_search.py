@@ -11,8 +11,6 @@ from autoal_engine.search import (
     StableGMMQuantile,
     annealed_rho,
     count_regularizer,
-    mixture_scores,
-    normalize_candidates,
     relax,
     run_search,
 )
@@ -64,21 +62,6 @@ def test_stable_gmm_quantile_is_deterministic_and_close_to_the_empirical_one():
     assert a.standard_quantile == b.standard_quantile
     tau = float(a.threshold(torch.from_numpy(z)))
     assert abs((z > tau).mean() - 0.1) < 0.03
-
-
-def test_uniform_weights_give_the_rank_average():
-    candidates = torch.rand(50, 4, generator=torch.Generator().manual_seed(1))
-    uniform = torch.full((50, 4), 0.25)
-    assert torch.allclose(mixture_scores(candidates, uniform), candidates.mean(dim=1))
-
-
-def test_votes_mark_each_strategys_top_share():
-    raw = np.array([[0.1, 5.0], [0.9, 1.0], [0.5, 3.0], [0.2, 4.0]])
-    votes = normalize_candidates(raw, "vote", ratio=0.5)
-    assert votes[:, 0].tolist() == [0, 1, 1, 0]
-    assert votes[:, 1].tolist() == [1, 0, 0, 1]
-    ranks = normalize_candidates(raw, "rank", ratio=0.5)
-    assert np.allclose(ranks[:, 0], [0.0, 1.0, 2 / 3, 1 / 3])
 
 
 def _records(m: int = 400, informative: int = 0, seed: int = 0) -> SearchRecords:
