@@ -25,17 +25,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ls_backend.label_config import LabelConfigs
-from ls_backend.labeling import LabelConfigError, LabelingInterface, task_label
+from ls_backend.labeling import LabelConfigError, LabelingInterface
 from ls_backend.labelstudio import (
     UNCERTAINTY_SAMPLING,
     LabelStudioClient,
@@ -46,6 +43,7 @@ from ls_backend.logs import log_context
 from ls_backend.media import MediaFetcher
 from ls_backend.settings import PRIORITY_VIEW_TITLE, Settings
 from ls_backend.store import Store
+from ls_backend.task_adapter import fetch_images, prediction, ranking_rows, split_tasks, training_inputs
 
 logger = logging.getLogger(__name__)
 
@@ -145,13 +143,8 @@ class RetrainAndRank:
 
         started = time.perf_counter()
         engine = Engine(self.settings.engine_config())
-        engine.fit(
-            [task["path"] for task in labeled],
-            [task["label"].label for task in labeled],
-            np.array([task["label"].lead_time for task in labeled], dtype=float),
-            classes=list(interface.classes),
-            pool_size=len(pool),
-        )
+        paths, labels, seconds = training_inputs(labeled)
+        engine.fit(paths, labels, seconds, classes=list(interface.classes), pool_size=len(pool))
         train_seconds = time.perf_counter() - started
         self.stage("ranking", 0.7, train_seconds=train_seconds)
         started = time.perf_counter()
@@ -187,14 +180,14 @@ class RetrainAndRank:
         """(labeled, pool) with each task's local image "path", leaving out and recording unusable items."""
         fetcher = MediaFetcher.for_settings(self.settings, ls)
         try:
-            fetched = fetcher.fetch_all({task["id"]: interface.image_url(task) or "" for task in [*labeled, *pool]})
+            usable, reasons = fetch_images(fetcher, interface, [*labeled, *pool])
         finally:
             fetcher.close()
         failures = [
-            {"task_id": task["id"], "kind": kind, "reason": fetched.failures[task["id"]]}
+            {"task_id": task["id"], "kind": kind, "reason": reasons[task["id"]]}
             for kind, tasks in (("labeled", labeled), ("pool", pool))
             for task in tasks
-            if task["id"] in fetched.failures
+            if task["id"] in reasons
         ]
         self.store.record_media_failures(self.project_id, self.job_id, failures)
         if failures:
@@ -205,11 +198,12 @@ class RetrainAndRank:
                 failures[0]["task_id"],
                 failures[0]["reason"],
             )
-
-        def usable(tasks: list[dict]) -> list[dict]:
-            return [{**task, "path": str(fetched.paths[task["id"]])} for task in tasks if task["id"] in fetched.paths]
-
-        return usable(labeled), usable(pool), len(failures)
+        labeled_ids = {task["id"] for task in labeled}
+        return (
+            [task for task in usable if task["id"] in labeled_ids],
+            [task for task in usable if task["id"] not in labeled_ids],
+            len(failures),
+        )
 
     def push_pending(
         self, ls: LabelStudioClient, interface: LabelingInterface, pending: dict[str, Any], pool_ids: set[int]
@@ -232,12 +226,7 @@ class RetrainAndRank:
         version = model["model_version"]
         started = time.perf_counter()
         predictions = [
-            {
-                "task": row["task_id"],
-                "result": interface.result_for(row["predicted_label"]),
-                "score": row["score"],
-                "model_version": version,
-            }
+            {"task": row["task_id"], **prediction(interface, row["predicted_label"], row["score"], version)}
             for row in rows
         ]
         ls.import_predictions(self.project_id, predictions, batch=self.settings.import_batch)
@@ -274,25 +263,6 @@ class RetrainAndRank:
                 shutil.rmtree(directory, ignore_errors=True)
 
 
-def split_tasks(
-    tasks: list[dict[str, Any]], interface: LabelingInterface
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(labeled tasks, each with a "label" TaskLabel; unlabeled pool: tasks without any annotation).
-
-    Skipped annotations (was_cancelled) are not labels, and a skipped task is not in the pool either.
-    """
-    labeled, pool = [], []
-    for task in tasks:
-        label = task_label(task, interface)
-        if label is not None:
-            labeled.append({**task, "label": label})
-        elif (
-            not task.get("annotations") and not task.get("total_annotations") and not task.get("cancelled_annotations")
-        ):
-            pool.append(task)
-    return labeled, pool
-
-
 def labels_digest(labeled: list[dict[str, Any]], interface: LabelingInterface) -> str:
     """A fingerprint of the labeled set (task, label, classes): equal digests train the same model."""
     content = [list(interface.classes), sorted((task["id"], task["label"].label) for task in labeled)]
@@ -313,34 +283,6 @@ def check_trainable(labeled: list[dict[str, Any]], pool: list[dict[str, Any]]) -
         raise SkipJob("no unlabeled tasks to rank")
 
 
-def ranking_rows(task_ids: list[int], ranking: Any) -> list[dict[str, Any]]:
-    """One row per pool task: rank (1 = serve first), priority, score = 1 - priority, and provenance."""
-    priority = np.clip(np.asarray(ranking.priority, dtype=float), 0.0, 1.0)
-    positions = np.empty(len(priority), dtype=int)
-    positions[np.asarray(ranking.order)] = np.arange(1, len(priority) + 1)
-    probabilities = np.asarray(ranking.probabilities, dtype=float)
-    weights = np.asarray(ranking.strategy_weights, dtype=float)
-    names = list(ranking.strategy_names)
-    rows = []
-    for i, task_id in enumerate(task_ids):
-        rows.append(
-            {
-                "task_id": int(task_id),
-                "rank": int(positions[i]),
-                "priority": float(priority[i]),
-                "score": float(1.0 - priority[i]),
-                "predicted_label": str(ranking.predicted_label[i]),
-                "confidence": float(probabilities[i].max()) if probabilities.size else None,
-                "predicted_cost": _number(ranking.predicted_cost[i]),
-                "informativeness": _number(ranking.informativeness[i]),
-                "strategy_weights": {
-                    name: round(float(weight), 5) for name, weight in zip(names, weights[i], strict=True)
-                },
-            }
-        )
-    return rows
-
-
 def latest_checkpoint(store: Store, project_id: int) -> tuple[str, Path] | None:
     """(version, directory) of the project's current model, or None before the first one."""
     version = store.current_version(project_id)
@@ -348,6 +290,3 @@ def latest_checkpoint(store: Store, project_id: int) -> tuple[str, Path] | None:
     return (version, Path(model["checkpoint"])) if model else None
 
 
-def _number(value: Any) -> float | None:
-    number = float(value)
-    return number if math.isfinite(number) else None

@@ -5,13 +5,16 @@ version). A task the last job did not rank (created since, or labeled) is scored
 its predicted class with ``score`` = the model's confidence, so a less certain task sorts earlier, until
 the next job ranks it. Before the first model exists every task gets an empty list (no prediction),
 which LS accepts. At most AUTOAL_PREDICT_MAX_UNSCORED unranked tasks are scored per request, so even a
-10,000-task request returns well inside LS's 100 s.
+10,000-task request returns well inside LS's 100 s. Loaded models are kept for the AUTOAL_PREDICT_CACHED_MODELS
+projects asked most recently (least recently used first out), so memory stays bounded however many
+projects a backend serves.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections import OrderedDict
 from typing import Any
 
 from ls_backend.jobs import latest_checkpoint
@@ -20,6 +23,7 @@ from ls_backend.labelstudio import LabelStudioClient, LabelStudioError
 from ls_backend.media import MediaFetcher
 from ls_backend.settings import Settings
 from ls_backend.store import Store
+from ls_backend.task_adapter import fetch_images, prediction
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +32,7 @@ class Predictor:
     def __init__(self, settings: Settings, store: Store) -> None:
         self.settings = settings
         self.store = store
-        self._engines: dict[int, tuple[str, Any]] = {}  # project -> (version, loaded engine)
+        self._engines: OrderedDict[int, tuple[str, Any]] = OrderedDict()  # project -> (version, engine), LRU last
         self._lock = threading.Lock()
 
     def predict(self, project_id: int, tasks: list[dict[str, Any]], interface: LabelingInterface | None) -> list[Any]:
@@ -41,13 +45,7 @@ class Predictor:
             if row is None or interface is None or row["predicted_label"] not in interface.classes:
                 results.append([])
                 continue
-            results.append(
-                {
-                    "result": interface.result_for(row["predicted_label"]),
-                    "score": row["score"],
-                    "model_version": row["model_version"],
-                }
-            )
+            results.append(prediction(interface, row["predicted_label"], row["score"], row["model_version"]))
         unscored = [i for i, result in enumerate(results) if result == []]
         if unscored and interface is not None:
             limit = self.settings.predict_max_unscored
@@ -71,29 +69,21 @@ class Predictor:
             return {}
         fetcher = MediaFetcher.for_settings(self.settings, ls)
         try:
-            references = {int(task["id"]): interface.image_url(task) or "" for task in tasks}
-            paths = fetcher.fetch_all(references).paths
+            usable, _ = fetch_images(fetcher, interface, tasks)
         except LabelStudioError as error:
             logger.warning("project %s: media of new tasks not fetched: %s", project_id, error)
             return {}
         finally:
             fetcher.close()
-        if not paths:
+        if not usable:
             return {}
-        ids = list(paths)
         with self._lock:  # one inference at a time per process keeps memory flat
-            labels, probabilities = engine.predict([str(paths[task_id]) for task_id in ids])
-        scored = {}
-        for row, task_id in enumerate(ids):
-            label = str(labels[row])
-            if label not in interface.classes:
-                continue
-            scored[task_id] = {
-                "result": interface.result_for(label),
-                "score": float(max(probabilities[row])),
-                "model_version": version,
-            }
-        return scored
+            labels, probabilities = engine.predict([task["path"] for task in usable])
+        return {
+            int(task["id"]): prediction(interface, str(labels[row]), max(probabilities[row]), version)
+            for row, task in enumerate(usable)
+            if str(labels[row]) in interface.classes
+        }
 
     def _engine(self, project_id: int) -> tuple[str, Any] | None:
         """The project's current model, loaded once per version; falls back to older good versions."""
@@ -104,6 +94,7 @@ class Predictor:
         with self._lock:
             cached = self._engines.get(project_id)
             if cached is not None and cached[0] == version:
+                self._engines.move_to_end(project_id)
                 return cached
         from autoal_engine.engine import Engine
 
@@ -120,5 +111,8 @@ class Predictor:
                 continue
             with self._lock:
                 self._engines[project_id] = (candidate_version, engine)
+                self._engines.move_to_end(project_id)
+                while len(self._engines) > self.settings.predict_cached_models:
+                    self._engines.popitem(last=False)
             return candidate_version, engine
         return None

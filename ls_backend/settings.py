@@ -47,6 +47,7 @@ class Settings:
     page_size: int = 500  # AUTOAL_PAGE_SIZE: tasks per page when listing a project
     import_batch: int = 1000  # AUTOAL_IMPORT_BATCH: predictions per bulk import request
     predict_max_unscored: int = 1000  # AUTOAL_PREDICT_MAX_UNSCORED: unranked tasks scored per /predict call
+    predict_cached_models: int = 4  # AUTOAL_PREDICT_CACHED_MODELS: projects whose model /predict keeps loaded
     max_request_bytes: int = 8_000_000  # AUTOAL_MAX_REQUEST_BYTES: larger request bodies get 413
     max_ids_per_request: int = 100_000  # AUTOAL_MAX_IDS_PER_REQUEST: tasks / annotations one request may name
 
@@ -111,6 +112,7 @@ class Settings:
             page_size=reader.integer("AUTOAL_PAGE_SIZE", 500, minimum=1),
             import_batch=reader.integer("AUTOAL_IMPORT_BATCH", 1000, minimum=1),
             predict_max_unscored=reader.integer("AUTOAL_PREDICT_MAX_UNSCORED", 1000, minimum=0),
+            predict_cached_models=reader.integer("AUTOAL_PREDICT_CACHED_MODELS", 4, minimum=1),
             max_request_bytes=reader.integer("AUTOAL_MAX_REQUEST_BYTES", 8_000_000, minimum=65_536),
             max_ids_per_request=reader.integer("AUTOAL_MAX_IDS_PER_REQUEST", 100_000, minimum=1),
         )

@@ -1,0 +1,92 @@
+"""The one adapter between Label Studio tasks and the engine; the job and /predict both go through it.
+
+- `split_tasks(tasks, interface)`: labeled tasks (each with its `TaskLabel`) and the unlabeled pool;
+- `fetch_images(fetcher, interface, tasks)`: each task's local image ("path"), leaving out the tasks whose
+  media cannot be used, with the reason;
+- `training_inputs(labeled)`: what `Engine.fit` takes: image paths, labels, observed seconds;
+- `ranking_rows(task_ids, ranking)`: an engine `Ranking` as one row per pool task (rank, score, provenance);
+- `prediction(interface, label, score, version)`: the one constructor of a Label Studio prediction.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from ls_backend.labeling import LabelingInterface, task_label
+from ls_backend.media import MediaFetcher
+
+
+def split_tasks(
+    tasks: list[dict[str, Any]], interface: LabelingInterface
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(labeled tasks, each with a "label" TaskLabel; unlabeled pool: tasks without any annotation).
+
+    Skipped annotations (was_cancelled) are not labels, and a skipped task is not in the pool either.
+    """
+    labeled, pool = [], []
+    for task in tasks:
+        label = task_label(task, interface)
+        if label is not None:
+            labeled.append({**task, "label": label})
+        elif (
+            not task.get("annotations") and not task.get("total_annotations") and not task.get("cancelled_annotations")
+        ):
+            pool.append(task)
+    return labeled, pool
+
+
+def fetch_images(
+    fetcher: MediaFetcher, interface: LabelingInterface, tasks: list[dict[str, Any]]
+) -> tuple[list[dict[str, Any]], dict[int, str]]:
+    """(the tasks whose image could be used, each with its local "path"; task id -> why the others failed)."""
+    fetched = fetcher.fetch_all({task["id"]: interface.image_url(task) or "" for task in tasks})
+    usable = [{**task, "path": str(fetched.paths[task["id"]])} for task in tasks if task["id"] in fetched.paths]
+    return usable, fetched.failures
+
+
+def training_inputs(labeled: list[dict[str, Any]]) -> tuple[list[str], list[str], np.ndarray]:
+    """(image paths, labels, seconds per label with NaN where unknown) of fetched labeled tasks."""
+    paths = [task["path"] for task in labeled]
+    labels = [task["label"].label for task in labeled]
+    return paths, labels, np.array([task["label"].lead_time for task in labeled], dtype=float)
+
+
+def prediction(interface: LabelingInterface, label: str, score: float, model_version: str) -> dict[str, Any]:
+    """A Label Studio prediction selecting `label`: lower `score` is served first by uncertainty sampling."""
+    return {"result": interface.result_for(label), "score": float(score), "model_version": model_version}
+
+
+def ranking_rows(task_ids: list[int], ranking: Any) -> list[dict[str, Any]]:
+    """One row per pool task: rank (1 = serve first), priority, score = 1 - priority, and provenance."""
+    priority = np.clip(np.asarray(ranking.priority, dtype=float), 0.0, 1.0)
+    positions = np.empty(len(priority), dtype=int)
+    positions[np.asarray(ranking.order)] = np.arange(1, len(priority) + 1)
+    probabilities = np.asarray(ranking.probabilities, dtype=float)
+    weights = np.asarray(ranking.strategy_weights, dtype=float)
+    names = list(ranking.strategy_names)
+    rows = []
+    for i, task_id in enumerate(task_ids):
+        rows.append(
+            {
+                "task_id": int(task_id),
+                "rank": int(positions[i]),
+                "priority": float(priority[i]),
+                "score": float(1.0 - priority[i]),
+                "predicted_label": str(ranking.predicted_label[i]),
+                "confidence": float(probabilities[i].max()) if probabilities.size else None,
+                "predicted_cost": _number(ranking.predicted_cost[i]),
+                "informativeness": _number(ranking.informativeness[i]),
+                "strategy_weights": {
+                    name: round(float(weight), 5) for name, weight in zip(names, weights[i], strict=True)
+                },
+            }
+        )
+    return rows
+
+
+def _number(value: Any) -> float | None:
+    number = float(value)
+    return number if math.isfinite(number) else None
