@@ -1,0 +1,216 @@
+"""The job queue: webhook events and the jobs that handle them, as a state machine in SQLite.
+
+queued -> running -> done | skipped | failed. At most one queued job per project (requests coalesce), a
+running job whose heartbeat stopped counts as dead, and a job that succeeds marks the events it covered
+as handled, so an event is never lost to a failed job.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from ls_backend.store.database import Database
+
+ACTIVE_STATES = ("queued", "running")
+
+
+class JobQueue(Database):
+    # -- events -----------------------------------------------------------------------------------------
+
+    def record_event(
+        self,
+        project_id: int,
+        action: str,
+        task_ids: Sequence[int] = (),
+        annotation_ids: Sequence[int] = (),
+        needs_job: bool = True,
+    ) -> int:
+        """Store a webhook event; one that needs no job is marked handled at once (handled_by = 0)."""
+        with self._write() as db:
+            cursor = db.execute(
+                "INSERT INTO events (project_id, action, task_ids, annotation_ids, received_at, handled_by) "
+                "VALUES (?,?,?,?,?,?)",
+                (
+                    project_id,
+                    action,
+                    json.dumps(list(task_ids)),
+                    json.dumps(list(annotation_ids)),
+                    time.time(),
+                    None if needs_job else 0,
+                ),
+            )
+            return int(cursor.lastrowid)
+
+    def pending_events(self, project_id: int) -> int:
+        with self._read() as db:
+            return db.execute(
+                "SELECT COUNT(*) FROM events WHERE project_id=? AND handled_by IS NULL", (project_id,)
+            ).fetchone()[0]
+
+    def projects_with_pending_events(self) -> list[int]:
+        with self._read() as db:
+            rows = db.execute("SELECT DISTINCT project_id FROM events WHERE handled_by IS NULL").fetchall()
+        return sorted(row[0] for row in rows)
+
+    def recent_events(self, project_id: int, limit: int = 50) -> list[dict[str, Any]]:
+        """Newest first: action, task and annotation ids, time, and the job that handled it (0: no job needed)."""
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT * FROM events WHERE project_id=? ORDER BY id DESC LIMIT ?", (project_id, limit)
+            ).fetchall()
+        events = []
+        for row in rows:
+            event = dict(row)
+            event["task_ids"] = json.loads(event["task_ids"])
+            event["annotation_ids"] = json.loads(event["annotation_ids"])
+            events.append(event)
+        return events
+
+    def event_counts(self) -> dict[str, int]:
+        with self._read() as db:
+            rows = db.execute("SELECT action, COUNT(*) FROM events GROUP BY action").fetchall()
+        return {row[0]: row[1] for row in rows}
+
+    # -- jobs -------------------------------------------------------------------------------------------
+
+    def request_job(self, project_id: int, trigger: str, stale_after: float) -> tuple[int, bool]:
+        """Queue a job for the project unless one is already queued: (job id, created).
+
+        Many events while a job runs therefore give exactly one more job. A "running" job whose heartbeat
+        is older than `stale_after` seconds belonged to a dead worker and is marked failed.
+        """
+        now = time.time()
+        with self._write() as db:
+            db.execute(
+                "UPDATE jobs SET status='failed', error='worker stopped responding', finished_at=? "
+                "WHERE project_id=? AND status='running' AND heartbeat_at < ?",
+                (now, project_id, now - stale_after),
+            )
+            row = db.execute(
+                "SELECT id FROM jobs WHERE project_id=? AND status='queued' ORDER BY id LIMIT 1",
+                (project_id,),
+            ).fetchone()
+            if row is not None:
+                return int(row[0]), False
+            cursor = db.execute(
+                "INSERT INTO jobs (project_id, trigger, status, stage, progress, created_at) "
+                "VALUES (?,?,'queued','queued',0,?)",
+                (project_id, trigger, now),
+            )
+            return int(cursor.lastrowid), True
+
+    def start_job(self, job_id: int) -> dict[str, Any] | None:
+        """Mark a queued job running and snapshot the events it covers; None if it is not queued."""
+        now = time.time()
+        with self._write() as db:
+            row = db.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
+            if row is None or row["status"] != "queued":
+                return None
+            last_event = db.execute("SELECT MAX(id) FROM events WHERE project_id=?", (row["project_id"],)).fetchone()[0]
+            db.execute(
+                "UPDATE jobs SET status='running', stage='starting', progress=0, started_at=?, "
+                "heartbeat_at=?, last_event_id=? WHERE id=?",
+                (now, now, last_event or 0, job_id),
+            )
+            return dict(db.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone())
+
+    def update_job(self, job_id: int, **fields: Any) -> None:
+        allowed = {
+            "stage",
+            "progress",
+            "n_labels",
+            "n_pool",
+            "n_media_failed",
+            "train_seconds",
+            "rank_seconds",
+            "push_seconds",
+            "model_version",
+        }
+        unknown = set(fields) - allowed
+        if unknown:
+            raise ValueError(f"unknown job field {sorted(unknown)[0]!r}")
+        fields["heartbeat_at"] = time.time()
+        assignments = ", ".join(f"{name}=?" for name in fields)
+        with self._write() as db:
+            db.execute(f"UPDATE jobs SET {assignments} WHERE id=?", [*fields.values(), job_id])
+
+    def finish_job(self, job_id: int, status: str, error: str | None = None) -> None:
+        """Close a job. Success ("done"/"skipped") marks the events it covered as handled."""
+        if status not in ("done", "failed", "skipped"):
+            raise ValueError(f"unknown final job status {status!r}")
+        now = time.time()
+        with self._write() as db:
+            row = db.execute("SELECT project_id, last_event_id FROM jobs WHERE id=?", (job_id,)).fetchone()
+            db.execute(
+                "UPDATE jobs SET status=?, error=?, finished_at=?, heartbeat_at=?, "
+                "progress=CASE WHEN ?='failed' THEN progress ELSE 1 END, stage=? WHERE id=?",
+                (status, error, now, now, status, status, job_id),
+            )
+            if status != "failed" and row is not None:
+                db.execute(
+                    "UPDATE events SET handled_by=? WHERE project_id=? AND handled_by IS NULL AND id<=?",
+                    (job_id, row["project_id"], row["last_event_id"] or 0),
+                )
+
+    def interrupt_active_jobs(self) -> list[int]:
+        """Mark every queued/running job failed (their in-process worker is gone); return their projects."""
+        with self._write() as db:
+            rows = db.execute("SELECT DISTINCT project_id FROM jobs WHERE status IN ('queued','running')").fetchall()
+            db.execute(
+                "UPDATE jobs SET status='failed', error='interrupted: the server stopped', finished_at=? "
+                "WHERE status IN ('queued','running')",
+                (time.time(),),
+            )
+        return sorted(row[0] for row in rows)
+
+    def consecutive_failures(self, project_id: int) -> int:
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT status FROM jobs WHERE project_id=? AND status IN ('done','failed','skipped') "
+                "ORDER BY id DESC LIMIT 50",
+                (project_id,),
+            ).fetchall()
+        count = 0
+        for row in rows:
+            if row[0] != "failed":
+                break
+            count += 1
+        return count
+
+    def job(self, job_id: int) -> dict[str, Any] | None:
+        with self._read() as db:
+            row = db.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
+        return dict(row) if row else None
+
+    def recent_jobs(self, project_id: int | None = None, limit: int = 20) -> list[dict[str, Any]]:
+        with self._read() as db:
+            if project_id is None:
+                rows = db.execute("SELECT * FROM jobs ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+            else:
+                rows = db.execute(
+                    "SELECT * FROM jobs WHERE project_id=? ORDER BY id DESC LIMIT ?", (project_id, limit)
+                ).fetchall()
+        return [dict(row) for row in rows]
+
+    def job_durations(self, column: str) -> list[float]:
+        if column not in ("train_seconds", "rank_seconds", "push_seconds"):
+            raise ValueError(f"unknown duration column {column!r}")
+        with self._read() as db:
+            rows = db.execute(f"SELECT {column} FROM jobs WHERE {column} IS NOT NULL").fetchall()
+        return [row[0] for row in rows]
+
+    def job_counts(self) -> dict[str, int]:
+        with self._read() as db:
+            rows = db.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status").fetchall()
+        return {row[0]: row[1] for row in rows}
+
+    def oldest_queued_age(self) -> dict[int, float]:
+        now = time.time()
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT project_id, MIN(created_at) FROM jobs WHERE status='queued' GROUP BY project_id"
+            ).fetchall()
+        return {row[0]: now - row[1] for row in rows}
