@@ -13,8 +13,11 @@ Every config round-trips through `to_dict()` / `from_dict()`; unknown or ill-typ
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass, field
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 DEFAULT_STRATEGIES: tuple[str, ...] = (
     "entropy",
@@ -56,6 +59,21 @@ class ModelConfig:
     threads: int | None = None  # torch CPU threads; None leaves torch's default
 
 
+def _moved_field(name: str, section: str) -> property:
+    """``SearchConfig.<name>``, deprecated: reads and writes ``EngineConfig.<section>.<name>`` of the
+    EngineConfig that holds this SearchConfig, with a logged warning."""
+
+    def target(search: SearchConfig) -> Any:
+        owner = search.__dict__.get("_owner")
+        if owner is None:
+            raise AttributeError(f"search.{name} moved to {section}.{name}; set it on EngineConfig.{section}")
+        log.warning("config field search.%s is deprecated; use %s.%s", name, section, name)
+        return getattr(owner, section)
+
+    return property(lambda self: getattr(target(self), name), lambda self, value: setattr(target(self), name, value),
+                    doc=f"Deprecated alias of ``EngineConfig.{section}.{name}``.")
+
+
 @dataclass
 class SearchConfig:
     """AutoAL-R strategy search (spec sections 8-9). Defaults are the corrected variant.
@@ -65,7 +83,6 @@ class SearchConfig:
     the equal-weight average of the candidates' percentile ranks."""
 
     enabled: bool = False  # True: learn per-sample strategy weights (AutoAL search) at every fit
-    candidate_scores: str = "rank"  # "rank": percentile ranks | "vote": binary top-ceil(tB) (paper)
     searchnet_input: str = "meta"  # "meta": MLP on per-sample meta-features | "image": CNN on pixels (paper)
     weighting: str = "softmax"  # "softmax" over strategies per sample | "logits": raw weights (paper)
     threshold: str = "gmm"  # "gmm": stable GMM quantile | "quantile": exact empirical quantile
@@ -77,14 +94,36 @@ class SearchConfig:
     regularizer_weight: float = 1.0
     loss_module: str = "joint"  # "joint": LPL loss shapes SearchNet | "inert": trained, unused (paper)
     loss_module_weight: float = 1.0
-    fitnet_steps: int = 150  # training steps of each cross-fitted FitNet (cnn)
     iterations: int = 200  # bi-level iterations
-    fitnet_every: int = 2  # one FitNet (inner) step every this many SearchNet steps
+    fitnet_every: int = 2  # one FitNet (inner, head only) step every this many SearchNet steps
     hidden: int = 64
     lr: float = 1e-2
-    fitnet_lr: float = 1e-3
-    selection_ratio: float | None = None  # t; None: batch_size / pool size, clipped to [0.02, 0.5]
-    min_labels: int = 8  # below this (or fewer than 2 per class per half) the mixture stays uniform
+    fitnet_lr: float = 1e-3  # the FitNet heads' learning rate inside the search
+
+    # Deprecated aliases (one release): these settings moved out of the search, see MOVED_FIELDS.
+    candidate_scores = _moved_field("candidate_scores", "mixture")
+    selection_ratio = _moved_field("selection_ratio", "mixture")
+    fitnet_steps = _moved_field("fitnet_steps", "holdout")
+    min_labels = _moved_field("min_labels", "holdout")
+
+
+@dataclass
+class MixtureConfig:
+    """How the candidates' scores become one per item (autoal_engine/mixture.py), with or without the search."""
+
+    candidate_scores: str = "rank"  # "rank": percentile ranks | "vote": binary top-ceil(tN) (paper)
+    # t, the share of the pool one round labels: sets the votes' top-ceil(tN) and the search's target count;
+    # None: batch_size / pool size, clipped to [0.02, 0.5]
+    selection_ratio: float | None = None
+
+
+@dataclass
+class HoldoutConfig:
+    """The two cross-fitted FitNets trained at every fit, each on one stratified half of the labeled set
+    and evaluated on the other: the held-out accuracy (and, with the search on, its simulated AL round)."""
+
+    fitnet_steps: int = 150  # training steps of each FitNet (same backbone as the task model)
+    min_labels: int = 8  # below this (or fewer than 2 classes with 2 labels) no FitNets: no held-out accuracy
 
 
 @dataclass
@@ -104,7 +143,12 @@ class CostConfig:
 
 @dataclass
 class EngineConfig:
+    """Every engine setting, by section: ``model`` (task model), ``mixture`` (how candidates combine),
+    ``holdout`` (the held-out FitNets), ``search`` (the opt-in AutoAL search), ``cost`` (label costs)."""
+
     model: ModelConfig = field(default_factory=ModelConfig)
+    mixture: MixtureConfig = field(default_factory=MixtureConfig)
+    holdout: HoldoutConfig = field(default_factory=HoldoutConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     cost: CostConfig = field(default_factory=CostConfig)
     strategies: tuple[str, ...] = DEFAULT_STRATEGIES
@@ -114,6 +158,11 @@ class EngineConfig:
     batch_diversity: str = "kmeans"
     diversity_prefilter: int = 10  # the diverse batch is chosen among the top prefilter * batch_size
     seed: int = 0
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        super().__setattr__(name, value)
+        if name == "search" and isinstance(value, SearchConfig):
+            value.__dict__["_owner"] = self  # for the deprecated aliases (search.fitnet_steps, ...)
 
     @classmethod
     def for_device(cls, device: str) -> EngineConfig:
@@ -129,7 +178,7 @@ class EngineConfig:
                 inference_batch_size=1024,
                 device=device,
             )
-            config.search.fitnet_steps = 400
+            config.holdout.fitnet_steps = 400
             config.search.iterations = 400
         else:
             config.model.device = device
@@ -141,8 +190,8 @@ class EngineConfig:
         config = cls()
         config.strategies = ("least_confidence", "margin", "entropy", "kmeans", "bald", "var_ratio", "mean_std")
         config.batch_diversity = "none"  # the released code takes the top-b
+        config.mixture.candidate_scores = "vote"
         config.search = SearchConfig(
-            candidate_scores="vote",
             searchnet_input="image",
             weighting="logits",
             threshold="gmm",
@@ -157,11 +206,14 @@ class EngineConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EngineConfig:
-        data = dict(data)
-        model = _build(ModelConfig, data.pop("model", {}), "model")
-        search = _build(SearchConfig, data.pop("search", {}), "search")
-        cost = _build(CostConfig, data.pop("cost", {}), "cost")
-        config = _build(cls, data, "config", model=model, search=search, cost=cost)
+        """The config of ``to_dict()`` output or of a partial dict (missing fields keep their defaults).
+
+        The old names in MOVED_FIELDS (``search.fitnet_steps``, ...) are still read, with a logged
+        deprecation warning; given together with the new name, the old one wins (the backend merges
+        AUTOAL_ENGINE_CONFIG over the full default dict, so an old name there is the user's value)."""
+        data = _move_deprecated(dict(data))
+        sections = {name: _build(kind, data.pop(name, {}), name) for name, kind in SECTIONS.items()}
+        config = _build(cls, data, "config", **sections)
         config.strategies = tuple(config.strategies)
         config.validate()
         return config
@@ -175,7 +227,7 @@ class EngineConfig:
             ("model.dropout", 0.0 < self.model.dropout < 1.0),
             ("model.train_steps", self.model.train_steps >= 1),
             ("model.mc_samples", self.model.mc_samples >= 2),
-            ("search.candidate_scores", self.search.candidate_scores in ("rank", "vote")),
+            ("mixture.candidate_scores", self.mixture.candidate_scores in ("rank", "vote")),
             ("search.searchnet_input", self.search.searchnet_input in ("meta", "image")),
             ("search.weighting", self.search.weighting in ("softmax", "logits")),
             ("search.threshold", self.search.threshold in ("gmm", "quantile")),
@@ -192,6 +244,44 @@ class EngineConfig:
         for name, ok in checks:
             if not ok:
                 raise ValueError(f"config field {name!r} has an invalid value")
+
+
+SECTIONS: dict[str, type] = {
+    "model": ModelConfig,
+    "mixture": MixtureConfig,
+    "holdout": HoldoutConfig,
+    "search": SearchConfig,
+    "cost": CostConfig,
+}
+
+# Renamed fields, old -> new; from_dict reads the old names for one release (deprecated in 0.2)
+MOVED_FIELDS: dict[str, str] = {
+    "search.candidate_scores": "mixture.candidate_scores",
+    "search.selection_ratio": "mixture.selection_ratio",
+    "search.fitnet_steps": "holdout.fitnet_steps",
+    "search.min_labels": "holdout.min_labels",
+}
+
+
+def _move_deprecated(data: dict[str, Any]) -> dict[str, Any]:
+    """Copy the sections that hold old names, moving each old name's value to its new place."""
+    for old, new in MOVED_FIELDS.items():
+        old_section, old_name = old.split(".")
+        new_section, new_name = new.split(".")
+        values = data.get(old_section)
+        if not isinstance(values, dict) or old_name not in values:
+            continue
+        target = data.get(new_section, {})
+        if not isinstance(target, dict):
+            continue  # _build reports the ill-typed section
+        values = data[old_section] = dict(values)
+        target = data[new_section] = dict(target)
+        if new_name in target and target[new_name] != values[old_name]:
+            log.warning("config fields %s = %r and %s = %r both given; using %s (the deprecated name)",
+                        old, values[old_name], new, target[new_name], old)
+        log.warning("config field %s is deprecated; use %s", old, new)
+        target[new_name] = values.pop(old_name)
+    return data
 
 
 def _build(kind: type, values: dict[str, Any], where: str, **extra: Any) -> Any:

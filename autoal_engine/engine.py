@@ -4,10 +4,10 @@ fit:
  1. train the task model f on the labeled set;
  2. fit the cost model on observed seconds (features: top principal components of f's embedding);
  3. split the labeled set into stratified halves and train a FitNet on each half; each predicts the other
-    half (the held-out accuracy). With the search on (``search.enabled``, off by default) the FitNets also
-    score the other half with every candidate strategy (the simulated AL round, cross-fitted) and the
-    SearchNet / FitNet bilevel search runs on those cached records (AutoAL-R, spec section 9); otherwise
-    the candidates get equal weights.
+    half (the held-out accuracy; settings ``holdout.*``). With the search on (``search.enabled``, off by
+    default) the FitNets also score the other half with every candidate strategy (the simulated AL round,
+    cross-fitted) and the SearchNet / FitNet bilevel search runs on those cached records (AutoAL-R, spec
+    section 9); otherwise the candidates get equal weights.
 rank:
  4. one pass of f over the pool (probabilities, embeddings, MC-dropout digest, predicted loss);
  5. every candidate's score, normalized; per-sample weights pi (equal, or SearchNet's); z = sum_k pi_k r_k
@@ -152,15 +152,15 @@ class Engine:
         return self
 
     def _ratio(self, pool_size: int | None) -> float:
-        if self.config.search.selection_ratio is not None:
-            return float(self.config.search.selection_ratio)
+        if self.config.mixture.selection_ratio is not None:
+            return float(self.config.mixture.selection_ratio)
         if not pool_size:
             return 0.1
         return float(np.clip(self.config.batch_size / pool_size, 0.02, 0.5))
 
     def _can_cross_fit(self, y: np.ndarray) -> bool:
         counts = np.bincount(y)
-        enough = len(y) >= self.config.search.min_labels and (counts >= 2).sum() >= 2
+        enough = len(y) >= self.config.holdout.min_labels and (counts >= 2).sum() >= 2
         if not enough:
             log.info("too few labels to cross-fit (%d): no held-out accuracy, equal strategy weights", len(y))
         return bool(enough)
@@ -190,7 +190,7 @@ class Engine:
                 return None, None
             fitnet = TaskModel(config.model, self.channels, len(self.classes))
             train_model(fitnet, images[train_idx], torch.from_numpy(y[train_idx]), config.model,
-                        steps_for(len(train_idx), config.search.fitnet_steps), config.seed + 1 + group,
+                        steps_for(len(train_idx), config.holdout.fitnet_steps), config.seed + 1 + group,
                         self.device)
             labels = y[eval_idx]
             if not score:
@@ -204,7 +204,7 @@ class Engine:
             outputs = pool_outputs(fitnet, _tensor_source(images[eval_idx]), config.model, self.channels,
                                    self.device, train_embeddings, y[train_idx], batch, config.seed + group,
                                    self._mc_samples())
-            candidates = normalize_candidates(self._scores(outputs), config.search.candidate_scores, ratio)
+            candidates = normalize_candidates(self._scores(outputs), config.mixture.candidate_scores, ratio)
             correct += int((outputs.probs.argmax(1) == labels).sum())
             parts.append({
                 "candidates": candidates,
@@ -241,7 +241,7 @@ class Engine:
                                self.labeled_embeddings, self.labeled_labels, config.batch_size, config.seed,
                                self._mc_samples())
         ratio = self._ratio(len(source))
-        candidates = normalize_candidates(self._scores(outputs), config.search.candidate_scores, ratio)
+        candidates = normalize_candidates(self._scores(outputs), config.mixture.candidate_scores, ratio)
         weights = self._strategy_weights(outputs, candidates, source)
         z = mixture(candidates, weights)
         benefit = calibrated_benefit(z, self.search) if self.search is not None else equal_weight_benefit(z)

@@ -203,7 +203,7 @@ def test_paper_configuration_runs_end_to_end(split):
     x, y, pool, _ = split
     config = EngineConfig.paper()
     fast = fast_config()
-    config.model, config.search.fitnet_steps, config.search.iterations = fast.model, 20, 12
+    config.model, config.holdout.fitnet_steps, config.search.iterations = fast.model, 20, 12
     ranking = Engine(config).fit(x, y, pool_size=len(pool)).rank(pool)
     assert np.isfinite(ranking.priority).all()
     assert set(np.unique(ranking.strategy_weights.round(6))) != {1 / 7}

@@ -44,12 +44,12 @@ def tiny_config(variant: str) -> EngineConfig:
     config.model.train_steps = 30
     config.model.mc_samples = 4
     config.model.threads = 1
-    config.search.fitnet_steps = 20
+    config.holdout.fitnet_steps = 20
     config.search.iterations = 15
     if variant == "search":
         config.search.enabled = True
     elif variant == "vote":
-        config.search.candidate_scores = "vote"
+        config.mixture.candidate_scores = "vote"
     return config
 
 
