@@ -6,14 +6,24 @@ choices of the released AutoAL code (binary votes, raw SearchNet logits, GMM thr
 over samples, sigmoid temperature 1e11, regularizer without gradient, inert loss module), so the
 corrected default can be measured against it.
 
-Every config round-trips through `to_dict()` / `from_dict()`; unknown or ill-typed fields raise a
-`ValueError` naming the field.
+Sections: `model` (task model and its training), `mixture` (how the candidates' scores combine),
+`holdout` (the two cross-fitted FitNets behind the held-out accuracy), `search` (the opt-in AutoAL
+strategy search), `cost` (label costs); the candidate list, batch settings and seed are top-level.
+
+Every config round-trips through `to_dict()` / `from_dict()`. `validate()` (called by `from_dict` and by
+`Engine`) raises a `ValueError` naming the field, the value given and what is allowed, e.g.
+`model.image_size: expected an integer, got '32' (str)`; an unknown field raises
+`unknown config field model.foo`. The names in MOVED_FIELDS still load, with a logged deprecation warning.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import math
+import types
+import typing
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -211,39 +221,155 @@ class EngineConfig:
         The old names in MOVED_FIELDS (``search.fitnet_steps``, ...) are still read, with a logged
         deprecation warning; given together with the new name, the old one wins (the backend merges
         AUTOAL_ENGINE_CONFIG over the full default dict, so an old name there is the user's value)."""
+        if not isinstance(data, dict):
+            raise ValueError(f"config: expected a mapping, got {data!r} ({type(data).__name__})")
         data = _move_deprecated(dict(data))
         sections = {name: _build(kind, data.pop(name, {}), name) for name, kind in SECTIONS.items()}
         config = _build(cls, data, "config", **sections)
-        config.strategies = tuple(config.strategies)
         config.validate()
+        config.strategies = tuple(config.strategies)
         return config
 
     def validate(self) -> None:
-        """Raise ValueError naming the first field with an impossible value."""
-        checks = [
-            ("model.backbone", self.model.backbone in ("small_cnn", "resnet18")),
-            ("model.image_size", self.model.image_size >= 8),
-            ("model.channels", self.model.channels in (None, 1, 3)),
-            ("model.dropout", 0.0 < self.model.dropout < 1.0),
-            ("model.train_steps", self.model.train_steps >= 1),
-            ("model.mc_samples", self.model.mc_samples >= 2),
-            ("mixture.candidate_scores", self.mixture.candidate_scores in ("rank", "vote")),
-            ("search.searchnet_input", self.search.searchnet_input in ("meta", "image")),
-            ("search.weighting", self.search.weighting in ("softmax", "logits")),
-            ("search.threshold", self.search.threshold in ("gmm", "quantile")),
-            ("search.count_regularizer", self.search.count_regularizer in ("soft", "hard")),
-            ("search.loss_module", self.search.loss_module in ("joint", "inert")),
-            ("search.iterations", self.search.iterations >= 1),
-            ("cost.gamma", 0.0 <= self.cost.gamma <= 1.0),
-            ("cost.exploration", 0.0 <= self.cost.exploration < 1.0),
-            ("strategies", len(self.strategies) >= 1),
-            ("batch_size", self.batch_size >= 1),
-            ("batch_diversity", self.batch_diversity in ("kmeans", "none")),
-            ("diversity_prefilter", self.diversity_prefilter >= 1),
-        ]
-        for name, ok in checks:
-            if not ok:
-                raise ValueError(f"config field {name!r} has an invalid value")
+        """Raise ValueError for the first field of the wrong type (by its annotation) or out of range
+        (RULES), as ``<section>.<field>: <what is allowed>, got <value>``."""
+        for where, value, hint in _typed_fields(self, ""):
+            problem = _type_problem(value, hint)
+            if problem:
+                raise ValueError(f"{where}: {problem}")
+        for where, rule in RULES.items():
+            value = _value_at(self, where)
+            problem = None if value is None else rule(value)
+            if problem:
+                raise ValueError(f"{where}: {problem}")
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _one_of(*choices: Any) -> Callable[[Any], str | None]:
+    return lambda value: None if value in choices else f"{value!r} is not one of {list(choices)}"
+
+
+def _at_least(low: int, note: str = "") -> Callable[[Any], str | None]:
+    return lambda value: None if value >= low else f"must be >= {low}{note}, got {value!r}"
+
+
+def _above(low: float) -> Callable[[Any], str | None]:
+    return lambda value: None if value > low else f"must be > {low}, got {value!r}"
+
+
+def _within(low: float, high: float, brackets: str) -> Callable[[Any], str | None]:
+    """``brackets`` "[]", "[)", "(]" or "()": whether each end is included."""
+
+    def check(value: Any) -> str | None:
+        above = value >= low if brackets[0] == "[" else value > low
+        below = value <= high if brackets[1] == "]" else value < high
+        return None if above and below else f"must be in {brackets[0]}{low}, {high}{brackets[1]}, got {value!r}"
+
+    return check
+
+
+def _device(value: str) -> str | None:
+    base, _, index = value.partition(":")
+    ok = value in ("auto", "cpu", "cuda") or (base == "cuda" and index.isdigit())
+    return None if ok else f"{value!r} is not one of ['auto', 'cpu', 'cuda', 'cuda:N']"
+
+
+def _threads(value: int) -> str | None:
+    return None if value >= 0 else f"must be >= 1 (or 0 or null for torch's default), got {value!r}"
+
+
+def _channels(value: int) -> str | None:
+    return None if value in (1, 3) else f"{value!r} is not one of [1, 3] (or null: from the inputs)"
+
+
+def _not_empty(value: Any) -> str | None:
+    return None if len(value) >= 1 else f"at least one strategy is needed, got {list(value)!r}"
+
+
+# Range checks by field; a None value (an Optional field left unset) is not checked.
+RULES: dict[str, Callable[[Any], str | None]] = {
+    "model.backbone": _one_of("small_cnn", "resnet18"),
+    "model.image_size": _at_least(8),
+    "model.channels": _channels,
+    "model.embedding_dim": _at_least(1),
+    "model.dropout": _within(0, 1, "()"),
+    "model.train_steps": _at_least(1),
+    "model.batch_size": _at_least(1),
+    "model.inference_batch_size": _at_least(1),
+    "model.mc_samples": _at_least(2),
+    "model.device": _device,
+    "model.threads": _threads,
+    "mixture.candidate_scores": _one_of("rank", "vote"),
+    "mixture.selection_ratio": _within(0, 1, "(]"),
+    "holdout.fitnet_steps": _at_least(1),
+    "search.searchnet_input": _one_of("meta", "image"),
+    "search.weighting": _one_of("softmax", "logits"),
+    "search.threshold": _one_of("gmm", "quantile"),
+    "search.gmm_components": _at_least(1),
+    "search.temperature": _above(0),
+    "search.rho_start": _above(0),
+    "search.rho_end": _above(0),
+    "search.count_regularizer": _one_of("soft", "hard"),
+    "search.loss_module": _one_of("joint", "inert"),
+    "search.iterations": _at_least(1),
+    "search.fitnet_every": _at_least(1),
+    "search.hidden": _at_least(1),
+    "cost.gamma": _within(0, 1, "[]"),
+    "cost.clip_quantile": _within(0, 1, "(]"),
+    "cost.max_seconds": _above(0),
+    "cost.exploration": _within(0, 1, "[)"),
+    "cost.features": _at_least(0),
+    "strategies": _not_empty,
+    "batch_size": _at_least(1),
+    "batch_diversity": _one_of("kmeans", "none"),
+    "diversity_prefilter": _at_least(1),
+    "seed": _at_least(0),
+}
+
+
+def _typed_fields(config: Any, prefix: str) -> Iterator[tuple[str, Any, Any]]:
+    """(dotted name, value, resolved annotation) of every field, sections first checked as sections."""
+    hints = typing.get_type_hints(type(config))
+    for item in dataclasses.fields(config):
+        where, value, hint = prefix + item.name, getattr(config, item.name), hints[item.name]
+        yield where, value, hint
+        if dataclasses.is_dataclass(hint) and isinstance(value, hint):
+            yield from _typed_fields(value, where + ".")
+
+
+def _type_problem(value: Any, hint: Any) -> str | None:
+    """What is wrong with ``value`` for the annotation ``hint``, or None. bool is not an int; an int is a
+    float; an Optional field accepts None; a tuple[str, ...] field accepts a list or tuple of strings."""
+    options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    if value is None and type(None) in options:
+        return None
+    kind = next(option for option in options if option is not type(None))
+    got = f"got {value!r} ({type(value).__name__})"
+    if kind is bool:
+        return None if isinstance(value, bool) else f"expected true or false, {got}"
+    if kind is int:
+        return None if isinstance(value, int) and not isinstance(value, bool) else f"expected an integer, {got}"
+    if kind is float:
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            return f"expected a number, {got}"
+        return None if math.isfinite(value) else f"expected a finite number, {got}"
+    if kind is str:
+        return None if isinstance(value, str) else f"expected a string, {got}"
+    if typing.get_origin(kind) is tuple:
+        ok = isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
+        return None if ok else f"expected a list of strings, {got}"
+    if dataclasses.is_dataclass(kind):
+        return None if isinstance(value, kind) else f"expected a {kind.__name__}, {got}"
+    raise TypeError(f"no type check for the annotation {hint!r}")  # a new field type: add its check here
+
+
+def _value_at(config: EngineConfig, where: str) -> Any:
+    value: Any = config
+    for name in where.split("."):
+        value = getattr(value, name)
+    return value
 
 
 SECTIONS: dict[str, type] = {
@@ -286,7 +412,7 @@ def _move_deprecated(data: dict[str, Any]) -> dict[str, Any]:
 
 def _build(kind: type, values: dict[str, Any], where: str, **extra: Any) -> Any:
     if not isinstance(values, dict):
-        raise ValueError(f"config field {where!r} must be a mapping")
+        raise ValueError(f"{where}: expected a mapping, got {values!r} ({type(values).__name__})")
     names = {f.name for f in dataclasses.fields(kind)}
     unknown = sorted(set(values) - names)
     if unknown:

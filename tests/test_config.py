@@ -118,3 +118,88 @@ def test_a_checkpoint_with_the_old_config_layout_loads_and_ranks_the_same(digits
     assert loaded.config == engine.config
     pool = images[60:120]
     assert np.array_equal(loaded.rank(pool).priority, engine.rank(pool).priority)
+
+
+BAD_VALUES = [
+    ({"model": {"backbone": "resnet99"}}, "model.backbone: 'resnet99' is not one of ['small_cnn', 'resnet18']"),
+    ({"model": {"image_size": "32"}}, "model.image_size: expected an integer, got '32' (str)"),
+    ({"model": {"image_size": 32.0}}, "model.image_size: expected an integer, got 32.0 (float)"),
+    ({"model": {"image_size": True}}, "model.image_size: expected an integer, got True (bool)"),
+    ({"model": {"image_size": 4}}, "model.image_size: must be >= 8, got 4"),
+    ({"model": {"channels": 2}}, "model.channels: 2 is not one of [1, 3] (or null: from the inputs)"),
+    ({"model": {"dropout": 1}}, "model.dropout: must be in (0, 1), got 1"),
+    ({"model": {"dropout": "0.3"}}, "model.dropout: expected a number, got '0.3' (str)"),
+    ({"model": {"lr": float("nan")}}, "model.lr: expected a finite number, got nan (float)"),
+    ({"model": {"augment": 1}}, "model.augment: expected true or false, got 1 (int)"),
+    ({"model": {"pretrained_path": 5}}, "model.pretrained_path: expected a string, got 5 (int)"),
+    ({"model": {"train_steps": 0}}, "model.train_steps: must be >= 1, got 0"),
+    ({"model": {"batch_size": 0}}, "model.batch_size: must be >= 1, got 0"),
+    ({"model": {"inference_batch_size": 0}}, "model.inference_batch_size: must be >= 1, got 0"),
+    ({"model": {"mc_samples": 1}}, "model.mc_samples: must be >= 2, got 1"),
+    ({"model": {"device": "gpu"}}, "model.device: 'gpu' is not one of ['auto', 'cpu', 'cuda', 'cuda:N']"),
+    ({"model": {"threads": -1}}, "model.threads: must be >= 1 (or 0 or null for torch's default), got -1"),
+    ({"model": {"threads": "2"}}, "model.threads: expected an integer, got '2' (str)"),
+    ({"mixture": {"candidate_scores": "borda"}}, "mixture.candidate_scores: 'borda' is not one of ['rank', 'vote']"),
+    ({"mixture": {"selection_ratio": 0}}, "mixture.selection_ratio: must be in (0, 1], got 0"),
+    ({"holdout": {"fitnet_steps": 0}}, "holdout.fitnet_steps: must be >= 1, got 0"),
+    ({"search": {"fitnet_steps": 0}}, "holdout.fitnet_steps: must be >= 1, got 0"),  # the old name, moved
+    ({"holdout": {"min_labels": 8.5}}, "holdout.min_labels: expected an integer, got 8.5 (float)"),
+    ({"search": {"enabled": "yes"}}, "search.enabled: expected true or false, got 'yes' (str)"),
+    ({"search": {"enabled": 1}}, "search.enabled: expected true or false, got 1 (int)"),
+    ({"search": {"weighting": "sum"}}, "search.weighting: 'sum' is not one of ['softmax', 'logits']"),
+    ({"search": {"threshold": None}}, "search.threshold: expected a string, got None (NoneType)"),
+    ({"search": {"temperature": 0}}, "search.temperature: must be > 0, got 0"),
+    ({"search": {"rho_end": 0.0}}, "search.rho_end: must be > 0, got 0.0"),
+    ({"search": {"iterations": 0}}, "search.iterations: must be >= 1, got 0"),
+    ({"search": {"fitnet_every": 0}}, "search.fitnet_every: must be >= 1, got 0"),
+    ({"cost": {"gamma": 1.5}}, "cost.gamma: must be in [0, 1], got 1.5"),
+    ({"cost": {"exploration": 1}}, "cost.exploration: must be in [0, 1), got 1"),
+    ({"cost": {"clip_quantile": 0}}, "cost.clip_quantile: must be in (0, 1], got 0"),
+    ({"cost": {"max_seconds": -1}}, "cost.max_seconds: must be > 0, got -1"),
+    ({"cost": {"features": -1}}, "cost.features: must be >= 0, got -1"),
+    ({"strategies": "entropy"}, "strategies: expected a list of strings, got 'entropy' (str)"),
+    ({"strategies": ["entropy", 3]}, "strategies: expected a list of strings, got ['entropy', 3] (list)"),
+    ({"strategies": []}, "strategies: at least one strategy is needed, got []"),
+    ({"batch_size": 0}, "batch_size: must be >= 1, got 0"),
+    ({"batch_size": "20"}, "batch_size: expected an integer, got '20' (str)"),
+    ({"batch_diversity": "dpp"}, "batch_diversity: 'dpp' is not one of ['kmeans', 'none']"),
+    ({"diversity_prefilter": 0}, "diversity_prefilter: must be >= 1, got 0"),
+    ({"seed": -1}, "seed: must be >= 0, got -1"),
+    ({"model": 3}, "model: expected a mapping, got 3 (int)"),
+    ({"model": {"train_stepz": 5}}, "unknown config field model.train_stepz"),
+    ({"seeds": 1}, "unknown config field config.seeds"),
+]
+
+
+@pytest.mark.parametrize("data, message", BAD_VALUES, ids=[message.split(":")[0] for _, message in BAD_VALUES])
+def test_a_bad_value_names_the_field_the_value_and_what_is_allowed(data, message):
+    with pytest.raises(ValueError) as error:
+        EngineConfig.from_dict(data)
+    assert str(error.value) == message
+
+
+@pytest.mark.parametrize("data", [
+    {"model": {"lr": 1, "dropout": 0.5}},  # an int is a number
+    {"model": {"channels": None, "threads": None, "pretrained_path": None}},  # Optional fields accept null
+    {"model": {"channels": 3, "threads": 0, "device": "cuda:1"}},
+    {"mixture": {"selection_ratio": 1}, "search": {"temperature": 1e-11}},
+    {"strategies": ("margin",)},
+])
+def test_allowed_values_load(data):
+    EngineConfig.from_dict(data)
+
+
+def test_attribute_edits_are_checked_when_the_engine_is_built():
+    config = EngineConfig()
+    config.model.image_size = "32"
+    with pytest.raises(ValueError, match=r"^model\.image_size: expected an integer, got '32' \(str\)$"):
+        Engine(config)
+    config = EngineConfig()
+    config.model = {"image_size": 32}
+    with pytest.raises(ValueError, match=r"^model: expected a ModelConfig, got \{'image_size': 32\} \(dict\)$"):
+        config.validate()
+
+
+def test_a_non_mapping_config_names_itself():
+    with pytest.raises(ValueError, match=r"^config: expected a mapping, got \[1\] \(list\)$"):
+        EngineConfig.from_dict([1])
