@@ -38,6 +38,7 @@ from autoal_engine.batch import diverse_batch, with_batch_first
 from autoal_engine.config import EngineConfig
 from autoal_engine.cost import CostModel
 from autoal_engine.data import ImageSource, check_costs, check_labels
+from autoal_engine.errors import NotFittedError
 from autoal_engine.mixture import equal_weight_benefit, equal_weights, mixture, mixture_weights, normalize_candidates
 from autoal_engine.models import TaskModel, embed, pool_outputs, resolve_device, steps_for, train_model
 from autoal_engine.ranking import Ranking
@@ -306,7 +307,7 @@ class Engine:
 
     def _require_fitted(self) -> None:
         if self.model is None:
-            raise ValueError("engine: not fitted yet; call fit() first")
+            raise NotFittedError("engine: not fitted yet; call fit() first")
 
     # ------------------------------------------------------------------ persistence
 

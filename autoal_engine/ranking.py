@@ -12,7 +12,8 @@ class Ranking:
     """Arrays aligned with the ranked pool's order (row i = pool item i).
 
     ``priority`` is value per predicted cost scaled to [0, 1] (1 = label first). Label Studio serves the
-    lowest prediction score first, so the backend stores ``score = 1 - priority``.
+    lowest prediction score first, so the backend stores ``score = 1 - priority``. ``order`` is every pool
+    index from the highest priority to the lowest; ``top(k)`` the first k of them, the next items to serve.
     """
 
     priority: np.ndarray  # (N,) in [0, 1]
@@ -29,6 +30,17 @@ class Ranking:
     def order(self) -> np.ndarray:
         """Pool indices from the highest priority to the lowest (stable for ties)."""
         return np.argsort(-self.priority, kind="stable")
+
+    def top(self, k: int) -> np.ndarray:
+        """The first ``k`` pool indices to serve, highest priority first: ``order[:k]``.
+
+        ``k`` larger than the pool gives the whole order; ``k = 0`` an empty array; a negative or
+        non-integer ``k`` raises ValueError."""
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+            raise ValueError(f"k: expected an integer >= 0, got {k!r} ({type(k).__name__})")
+        if k < 0:
+            raise ValueError(f"k: must be >= 0, got {k}")
+        return self.order[:k]
 
     def __len__(self) -> int:
         return len(self.priority)
