@@ -54,12 +54,6 @@ class ImageSource:
                     return 3
         return 1
 
-    def subset(self, indices: np.ndarray) -> ImageSource:
-        indices = np.asarray(indices, dtype=np.int64)
-        if self._array is not None:
-            return ImageSource(self._array[indices], self.name)
-        return ImageSource([self._paths[i] for i in indices], self.name)  # type: ignore[index]
-
     def load(self, start: int, stop: int, size: int, channels: int) -> torch.Tensor:
         """Images start..stop as a float32 tensor (n, channels, size, size) in [0, 1]."""
         if self._array is not None:

@@ -73,7 +73,7 @@ class Engine:
         self.channels = 1
         self.model: TaskModel | None = None
         self.labeled_embeddings = np.zeros((0, 0), np.float32)
-        self.labeled_labels = np.zeros(0, np.int64)
+        self.labeled_labels = np.zeros(0, np.int64)  # class indices of the fit, kept in the checkpoint
         self.search: SearchResult | None = None
         self.cost_model = CostModel(self.config.cost)
         self.cost_basis = (np.zeros(0, np.float32), np.zeros((0, 0), np.float32))  # PCA mean, components
@@ -203,8 +203,7 @@ class Engine:
                                            self.channels, self.device)
             batch = max(2, math.ceil(ratio * len(eval_idx)))
             outputs = pool_outputs(fitnet, _tensor_source(images[eval_idx]), config.model, self.channels,
-                                   self.device, train_embeddings, y[train_idx], batch, config.seed + group,
-                                   self._mc_samples())
+                                   self.device, train_embeddings, batch, config.seed + group, self._mc_samples())
             candidates = normalize_candidates(self._scores(outputs), config.mixture.candidate_scores, ratio)
             correct += int((outputs.probs.argmax(1) == labels).sum())
             parts.append({
@@ -239,8 +238,7 @@ class Engine:
         source = ImageSource(pool, "pool")
         known = check_costs(known_costs, len(source), "known_costs")
         outputs = pool_outputs(self.model, source, config.model, self.channels, self.device,
-                               self.labeled_embeddings, self.labeled_labels, config.batch_size, config.seed,
-                               self._mc_samples())
+                               self.labeled_embeddings, config.batch_size, config.seed, self._mc_samples())
         ratio = self._ratio(len(source))
         candidates = normalize_candidates(self._scores(outputs), config.mixture.candidate_scores, ratio)
         weights = self._strategy_weights(outputs, candidates, source)

@@ -232,8 +232,8 @@ def embed(model: TaskModel, source: ImageSource, config: ModelConfig, channels: 
 
 @torch.no_grad()
 def pool_outputs(model: TaskModel, source: ImageSource, config: ModelConfig, channels: int,
-                 device: torch.device, labeled_embeddings: np.ndarray, labeled_labels: np.ndarray,
-                 batch_size: int, seed: int, mc_samples: int) -> PoolOutputs:
+                 device: torch.device, labeled_embeddings: np.ndarray, batch_size: int, seed: int,
+                 mc_samples: int) -> PoolOutputs:
     """One pass over the pool: probabilities, embeddings, predicted loss and the MC-dropout digest.
 
     MC dropout: h -> head(mask_t * h / (1 - p)) for t = 1..T with Bernoulli masks from a seeded
@@ -261,15 +261,8 @@ def pool_outputs(model: TaskModel, source: ImageSource, config: ModelConfig, cha
         for key, value in digest.items():
             parts.setdefault(key, []).append(value)
     arrays = {key: np.concatenate(values) for key, values in parts.items()}
-    return PoolOutputs(labeled_embeddings=labeled_embeddings.astype(np.float32),
-                       labeled_labels=labeled_labels, batch_size=batch_size, seed=seed, **arrays)
-
-
-def cross_entropy_np(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Per-sample cross-entropy from logits (numerically stable log-softmax)."""
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-    return -log_probs[np.arange(len(labels)), labels]
+    return PoolOutputs(labeled_embeddings=labeled_embeddings.astype(np.float32), batch_size=batch_size, seed=seed,
+                       **arrays)
 
 
 def steps_for(labeled: int, base_steps: int) -> int:

@@ -15,9 +15,12 @@ Diversity strategies also need the labeled set's embeddings (``labeled_embedding
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 EPS = 1e-12
 
@@ -60,7 +63,6 @@ class PoolOutputs:
     mc_mode_fraction: np.ndarray  # (N,)
     predicted_loss: np.ndarray  # (N,); zeros when the model has no loss head
     labeled_embeddings: np.ndarray  # (L, D)
-    labeled_labels: np.ndarray  # (L,) class indices
     batch_size: int = 20  # b: how many labels the next round takes (sets k for batch-aware strategies)
     seed: int = 0
 
@@ -92,12 +94,14 @@ class PoolOutputs:
         embeddings: np.ndarray | None = None,
         predicted_loss: np.ndarray | None = None,
         labeled_embeddings: np.ndarray | None = None,
-        labeled_labels: np.ndarray | None = None,
+        labeled_labels: np.ndarray | None = None,  # deprecated and ignored: no strategy reads them
         batch_size: int = 20,
         seed: int = 0,
     ) -> PoolOutputs:
         """Build outputs from plain arrays (tests, notebooks). Missing parts get neutral values:
         MC samples default to T=2 copies of ``probs``, embeddings to ``probs``, no labeled set."""
+        if labeled_labels is not None:
+            log.warning("PoolOutputs.from_arrays: labeled_labels is deprecated and ignored")
         probs = np.asarray(probs, dtype=np.float32)
         n = len(probs)
         if mc_probs is None:
@@ -109,7 +113,6 @@ class PoolOutputs:
             embeddings=emb,
             predicted_loss=np.zeros(n, np.float32) if predicted_loss is None else np.asarray(predicted_loss),
             labeled_embeddings=np.asarray(lab, dtype=np.float32),
-            labeled_labels=np.zeros(0, np.int64) if labeled_labels is None else np.asarray(labeled_labels),
             batch_size=batch_size,
             seed=seed,
             **mc_digest(mc_probs),

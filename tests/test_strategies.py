@@ -36,7 +36,7 @@ def random_outputs(n: int, labeled: int = 5, seed: int = 0) -> PoolOutputs:
     return PoolOutputs.from_arrays(
         probs[0], mc_probs=probs[1:], embeddings=rng.normal(size=(n, 6)),
         predicted_loss=rng.random(n), labeled_embeddings=rng.normal(size=(labeled, 6)).astype(np.float32),
-        labeled_labels=rng.integers(3, size=labeled), batch_size=4, seed=seed,
+        batch_size=4, seed=seed,
     )
 
 
@@ -49,9 +49,12 @@ def test_unknown_strategy_is_a_value_error_naming_it():
         make_strategy("nope")
 
 
-def test_batch_aware_flag_is_set_on_the_diversity_strategies_only():
-    batch_aware = {name for name, cls in STRATEGIES.items() if cls.batch_aware}
-    assert batch_aware == {"coreset", "kmeans", "badge", "typiclust"}
+def test_from_arrays_still_accepts_the_deprecated_labeled_labels(caplog):
+    probs = np.full((4, 2), 0.5)
+    with caplog.at_level("WARNING", logger="autoal_engine.pool_outputs"):
+        outputs = PoolOutputs.from_arrays(probs, labeled_labels=np.array([0, 1]))
+    assert "labeled_labels is deprecated and ignored" in caplog.text
+    assert not hasattr(outputs, "labeled_labels")
 
 
 # --- per-sample uncertainty -------------------------------------------------------------------------

@@ -24,7 +24,6 @@ class Strategy(ABC):
     """A per-sample acquisition score; higher = label first."""
 
     name: ClassVar[str]
-    batch_aware: ClassVar[bool] = False  # True when the score comes from a greedy batch construction
     uses_mc_dropout: ClassVar[bool] = False  # True when the score reads the MC-dropout digest
 
     @abstractmethod

@@ -192,7 +192,6 @@ class CoreSet(Strategy):
     """
 
     name = "coreset"
-    batch_aware = True
 
     def score(self, outputs: PoolOutputs) -> np.ndarray:
         h = _as_float32(outputs.embeddings)
@@ -224,7 +223,6 @@ class KMeansSampling(Strategy):
     """
 
     name = "kmeans"
-    batch_aware = True
 
     def score(self, outputs: PoolOutputs) -> np.ndarray:
         rng = np.random.default_rng(outputs.seed)
@@ -254,7 +252,6 @@ class Badge(Strategy):
     """
 
     name = "badge"
-    batch_aware = True
 
     def score(self, outputs: PoolOutputs) -> np.ndarray:
         u, h = gradient_embedding_factors(outputs.probs, outputs.embeddings)
@@ -328,7 +325,6 @@ class TypiClust(Strategy):
     """
 
     name = "typiclust"
-    batch_aware = True
 
     def score(self, outputs: PoolOutputs) -> np.ndarray:
         rng = np.random.default_rng(outputs.seed)
