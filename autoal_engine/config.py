@@ -380,7 +380,7 @@ SECTIONS: dict[str, type] = {
     "cost": CostConfig,
 }
 
-# Renamed fields, old -> new; from_dict reads the old names for one release (deprecated in 0.2)
+# Renamed fields, old -> new; from_dict reads the old names for one release after 0.1.0, with a warning
 MOVED_FIELDS: dict[str, str] = {
     "search.candidate_scores": "mixture.candidate_scores",
     "search.selection_ratio": "mixture.selection_ratio",
