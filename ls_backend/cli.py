@@ -32,7 +32,7 @@ DEFAULT_CONNECTION_LIMIT = 100  # open connections; beyond it new ones wait in t
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "bench":
-        from autoal_engine.bench.cli import main as bench_main
+        from autoal_bench.cli import main as bench_main
 
         return bench_main(argv[1:])
     parser = argparse.ArgumentParser(prog="autoal", description="AutoAL active-learning backend for Label Studio")

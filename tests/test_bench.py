@@ -9,12 +9,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from autoal_engine.bench.cli import SCHEMA, main
-from autoal_engine.bench.costs import item_costs
-from autoal_engine.bench.datasets import load_digits_dataset
-from autoal_engine.bench.report import summarize
-from autoal_engine.bench.selectors import engine_selector
-from autoal_engine.bench.simulate import ReplaySettings, RoundState, make_split, run_dataset
+from autoal_bench.cli import SCHEMA, main
+from autoal_bench.costs import item_costs
+from autoal_bench.datasets import load_digits_dataset
+from autoal_bench.report import summarize
+from autoal_bench.selectors import engine_selector
+from autoal_bench.simulate import ReplaySettings, RoundState, make_split, run_dataset
 from autoal_engine.config import EngineConfig
 
 TINY = ["--image-size", "8", "--train-steps", "30", "--fitnet-steps", "20", "--search-iterations", "20",

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from autoal_engine.bench.costs import (
+from autoal_bench.costs import (
     CONSTANT_SECONDS,
     DIFFICULTY_MAX_SECONDS,
     DIFFICULTY_MIN_SECONDS,
     item_costs,
 )
-from autoal_engine.bench.datasets import (
+from autoal_bench.datasets import (
     FASHION_DIR,
     BenchDataset,
     DatasetUnavailable,

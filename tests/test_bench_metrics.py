@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from autoal_engine.bench.metrics import cost_saved, first_reaching, normalized_aubc, paired_difference
-from autoal_engine.bench.report import complete_seeds, goal_check, summarize
+from autoal_bench.metrics import cost_saved, first_reaching, normalized_aubc, paired_difference
+from autoal_bench.report import complete_seeds, goal_check, summarize
 
 
 def test_aubc_is_the_mean_height_of_the_curve() -> None:

@@ -7,10 +7,10 @@ import importlib.util
 import numpy as np
 import pytest
 
-from autoal_engine.bench.costs import item_costs
-from autoal_engine.bench.datasets import load_digits_dataset
-from autoal_engine.bench.peers import peer_selector, precomputed_classifier
-from autoal_engine.bench.simulate import ReplaySettings, run_dataset
+from autoal_bench.costs import item_costs
+from autoal_bench.datasets import load_digits_dataset
+from autoal_bench.peers import peer_selector, precomputed_classifier
+from autoal_bench.simulate import ReplaySettings, run_dataset
 from autoal_engine.config import EngineConfig
 
 needs_skactiveml = pytest.mark.skipif(importlib.util.find_spec("skactiveml") is None,

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from autoal_engine.bench.datasets import BenchDataset
+from autoal_bench.datasets import BenchDataset
 
 COST_MODELS = ("constant", "difficulty", "lead-time")
 CONSTANT_SECONDS = 10.0

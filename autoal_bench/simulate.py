@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from autoal_engine.bench.datasets import BenchDataset
+from autoal_bench.datasets import BenchDataset
 from autoal_engine.config import EngineConfig
 from autoal_engine.engine import Engine
 

@@ -21,12 +21,12 @@ from typing import Any
 
 import numpy as np
 
-from autoal_engine.bench.costs import COST_MODELS, item_costs
-from autoal_engine.bench.datasets import DatasetUnavailable, load_dataset
-from autoal_engine.bench.peers import PEERS, PeerUnavailable, peer_selector
-from autoal_engine.bench.report import write_report
-from autoal_engine.bench.selectors import AUTOAL, engine_selector
-from autoal_engine.bench.simulate import AUTOAL_SETTINGS, ReplaySettings, rounds_per_run, run_dataset
+from autoal_bench.costs import COST_MODELS, item_costs
+from autoal_bench.datasets import DatasetUnavailable, load_dataset
+from autoal_bench.peers import PEERS, PeerUnavailable, peer_selector
+from autoal_bench.report import write_report
+from autoal_bench.selectors import AUTOAL, engine_selector
+from autoal_bench.simulate import AUTOAL_SETTINGS, ReplaySettings, rounds_per_run, run_dataset
 from autoal_engine.config import DEFAULT_STRATEGIES, EngineConfig
 
 logger = logging.getLogger(__name__)

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from autoal_engine.bench.simulate import RoundState
+from autoal_bench.simulate import RoundState
 from autoal_engine.config import EngineConfig
 from autoal_engine.engine import Engine
 

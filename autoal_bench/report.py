@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from autoal_engine.bench.metrics import Paired, cost_saved, first_reaching, normalized_aubc, paired_difference
-from autoal_engine.bench.selectors import AUTOAL, AUTOAL_NAMES, AUTOAL_SEARCH, AUTOAL_UNIFORM
+from autoal_bench.metrics import Paired, cost_saved, first_reaching, normalized_aubc, paired_difference
+from autoal_bench.selectors import AUTOAL, AUTOAL_NAMES, AUTOAL_SEARCH, AUTOAL_UNIFORM
 
 logger = logging.getLogger(__name__)
 
