@@ -68,7 +68,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--engine-config", type=Path,
                         help="JSON file with EngineConfig fields (see config.py)")
     parser.add_argument("--train-steps", type=int, help="override model.train_steps")
-    parser.add_argument("--fitnet-steps", type=int, help="override search.fitnet_steps")
+    parser.add_argument("--fitnet-steps", type=int, help="override holdout.fitnet_steps")
     parser.add_argument("--search-iterations", type=int, help="override search.iterations")
     parser.add_argument("--threads", type=int, help="torch CPU threads (model.threads)")
     parser.add_argument("--resume", action="store_true",
@@ -99,7 +99,7 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
     if args.train_steps is not None:
         config.model.train_steps = args.train_steps
     if args.fitnet_steps is not None:
-        config.search.fitnet_steps = args.fitnet_steps
+        config.holdout.fitnet_steps = args.fitnet_steps
     if args.search_iterations is not None:
         config.search.iterations = args.search_iterations
     if args.threads is not None:

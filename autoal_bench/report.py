@@ -239,7 +239,7 @@ def write_report(results: dict[str, Any], out_dir: Path, plots: bool = True) -> 
         f"{engine['model']['train_steps']} steps; AutoAL: candidates {', '.join(engine['strategies'])}; "
         f"its search (`autoal_search`, or `autoal` when the configuration turns it on; each AutoAL run "
         f"records its own settings): {engine['search']['iterations']} iterations, FitNet "
-        f"{engine['search']['fitnet_steps']} steps.",
+        f"{engine.get('holdout', engine['search'])['fitnet_steps']} steps.",
         "AUBC = trapz(accuracy, labels) / (budget - init). Paired differences use the same seeds "
         "(same split, same initial set). Labels / cost to reach random's final accuracy are read off the "
         "seed-averaged curves ('not reached': never within the budget).",

@@ -25,8 +25,9 @@ from autoal_engine.engine import Engine
 
 logger = logging.getLogger(__name__)
 
-# engine settings that change only runs over several candidates (AutoAL); each such run records them
-AUTOAL_SETTINGS = ("strategies", "search", "batch_diversity", "diversity_prefilter")
+# engine settings that change only runs over several candidates (AutoAL); each such run records them. mixture and
+# holdout were part of search before the engine moved them: results files of either layout compare equal
+AUTOAL_SETTINGS = ("strategies", "mixture", "holdout", "search", "batch_diversity", "diversity_prefilter")
 
 
 @dataclass

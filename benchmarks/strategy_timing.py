@@ -36,7 +36,6 @@ def random_outputs(n: int, dim: int, classes: int, labeled: int, batch_size: int
         embeddings=rng.normal(size=(n, dim)).astype(np.float32),
         predicted_loss=rng.random(n).astype(np.float32),
         labeled_embeddings=rng.normal(size=(labeled, dim)).astype(np.float32),
-        labeled_labels=rng.integers(classes, size=labeled),
         batch_size=batch_size,
         seed=seed,
     )

@@ -26,7 +26,7 @@ def fast_config(**search) -> EngineConfig:
     config.model.image_size = 16
     config.model.train_steps = 80
     config.model.mc_samples = 5
-    config.search.fitnet_steps = 30
+    config.holdout.fitnet_steps = 30
     config.search.iterations = 40
     for key, value in search.items():
         setattr(config.search, key, value)

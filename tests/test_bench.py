@@ -26,7 +26,7 @@ def tiny_config() -> EngineConfig:
     config.model.image_size = 8
     config.model.train_steps = 30
     config.model.threads = 1
-    config.search.fitnet_steps = 20
+    config.holdout.fitnet_steps = 20
     config.search.iterations = 20
     return config
 
@@ -139,6 +139,38 @@ def test_resume_accepts_other_search_settings_and_autoal_runs_record_theirs(cli_
     runs = json.loads((out / "results.json").read_text())["datasets"]["digits"]["runs"]
     assert sorted(r["strategy"] for r in runs if r["seed"] == 0) == ["autoal", "autoal_search",
                                                                     "least_confidence", "margin", "random"]
+
+
+def old_layout(engine: dict[str, Any]) -> dict[str, Any]:
+    """Engine settings as results files had them before mixture.* and holdout.* moved out of search.*."""
+    old = copy.deepcopy(engine)
+    old["search"].update(old.pop("mixture"), **old.pop("holdout"))
+    return old
+
+
+def test_resume_and_report_accept_results_written_before_the_config_rename(cli_run: tuple[int, Any],
+                                                                           tmp_path) -> None:
+    _, out = cli_run
+    results = json.loads((out / "results.json").read_text())
+    results["settings"]["engine"] = old_layout(results["settings"]["engine"])
+    for run in results["datasets"]["digits"]["runs"]:
+        if "autoal_settings" in run:
+            run["autoal_settings"] = old_layout(run["autoal_settings"])
+    assert "holdout" not in results["settings"]["engine"]
+    assert results["settings"]["engine"]["search"]["fitnet_steps"] == 20
+    old_report = tmp_path / "report_only"
+    old_report.mkdir()
+    (old_report / "results.json").write_text(json.dumps(results))
+    assert main(["--report-only", "--out", str(old_report), "--no-plots"]) == 0
+    assert "FitNet 20 steps" in (old_report / "report.md").read_text()
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    args = ["--dataset", "digits", "--strategies", STRATEGIES, "--init", "20", "--batch", "20",
+            "--budget", "60", "--seeds", "2", "--out", str(tmp_path), "--no-progress", "--no-plots", *TINY]
+    assert main(args + ["--resume"]) == 0
+    resumed = json.loads((tmp_path / "results.json").read_text())
+    assert resumed["datasets"]["digits"]["runs"] == results["datasets"]["digits"]["runs"]  # nothing re-run
+    assert resumed["settings"]["engine"]["holdout"]["fitnet_steps"] == 20  # now in the new layout
+    assert "FitNet 20 steps" in (tmp_path / "report.md").read_text()
 
 
 def test_bad_input_gives_a_message_not_a_traceback(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -12,7 +12,8 @@ import torch
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_retrain.py"
 TINY = {
     "model": {"train_steps": 5, "threads": 1, "mc_samples": 2},
-    "search": {"iterations": 2, "fitnet_steps": 2},
+    "holdout": {"fitnet_steps": 2},
+    "search": {"iterations": 2},
 }
 
 

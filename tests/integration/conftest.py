@@ -47,7 +47,8 @@ LABEL_CONFIG = (
 )
 SMALL_ENGINE = {
     "model": {"image_size": 16, "train_steps": 100, "mc_samples": 8},
-    "search": {"fitnet_steps": 40, "iterations": 40},
+    "holdout": {"fitnet_steps": 40},
+    "search": {"iterations": 40},
 }
 BASIC_USER, BASIC_PASS = "autoal", "integration-secret"
 UPLOAD_BATCH = 50  # LS (Django) refuses more than 100 files per request
