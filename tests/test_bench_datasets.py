@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from autoal_bench.cli import main
 from autoal_bench.costs import (
     CONSTANT_SECONDS,
     DIFFICULTY_MAX_SECONDS,
@@ -16,9 +18,10 @@ from autoal_bench.costs import (
     item_costs,
 )
 from autoal_bench.datasets import (
-    FASHION_DIR,
+    FASHION_DIR_ENV,
     BenchDataset,
     DatasetUnavailable,
+    fashion_dir,
     load_dataset,
     load_digits_dataset,
     load_fashion,
@@ -26,6 +29,7 @@ from autoal_bench.datasets import (
     load_label_studio_export,
     load_mnist5k,
 )
+from ls_backend.labeling import parse_label_config, task_label
 
 
 def test_digits() -> None:
@@ -45,8 +49,8 @@ def test_mnist5k() -> None:
     assert np.bincount(data.labels).tolist() == [500] * 10
 
 
-@pytest.mark.skipif(not (FASHION_DIR / "train-images-idx3-ubyte.gz").exists(),
-                    reason=f"Debian's dataset-fashion-mnist is not installed ({FASHION_DIR} missing; "
+@pytest.mark.skipif(not (fashion_dir() / "train-images-idx3-ubyte.gz").exists(),
+                    reason=f"Debian's dataset-fashion-mnist is not installed ({fashion_dir()} missing; "
                            "apt-get install -y dataset-fashion-mnist)")
 def test_fashion_subsample_is_stratified_and_reproducible() -> None:
     data = load_fashion(size=1000, seed=3)
@@ -63,6 +67,22 @@ def test_fashion_subsample_is_stratified_and_reproducible() -> None:
 def test_fashion_missing_package_says_how_to_install(tmp_path: Path) -> None:
     with pytest.raises(DatasetUnavailable, match="apt-get install -y dataset-fashion-mnist"):
         load_fashion(root=tmp_path)
+
+
+def test_fashion_reads_the_folder_named_by_the_environment(tmp_path: Path, monkeypatch) -> None:
+    for part, n in (("train", 6), ("t10k", 4)):
+        with gzip.open(tmp_path / f"{part}-images-idx3-ubyte.gz", "wb") as handle:
+            handle.write(bytes(16) + bytes(range(n)) * 784)
+        with gzip.open(tmp_path / f"{part}-labels-idx1-ubyte.gz", "wb") as handle:
+            handle.write(bytes(8) + bytes(k % 10 for k in range(n)))
+    monkeypatch.setenv(FASHION_DIR_ENV, str(tmp_path))
+    assert fashion_dir() == tmp_path
+    data = load_fashion(size=None)
+    assert data.name == "fashion" and data.inputs.shape == (10, 28, 28)
+    assert data.labels.tolist() == [0, 1, 2, 3, 4, 5, 0, 1, 2, 3]
+    monkeypatch.setenv(FASHION_DIR_ENV, str(tmp_path / "nowhere"))
+    with pytest.raises(DatasetUnavailable, match=FASHION_DIR_ENV):
+        load_fashion()
 
 
 def write_image(path: Path, value: int, rgb: bool, size: tuple[int, int] = (20, 12)) -> None:
@@ -91,12 +111,13 @@ def test_image_folder_needs_two_classes(tmp_path: Path) -> None:
         load_image_folder(tmp_path)
 
 
-def annotation(choice: str, seconds: float | None, cancelled: bool = False) -> dict:
-    return {
-        "was_cancelled": cancelled,
-        "lead_time": seconds,
-        "result": [{"type": "choices", "from_name": "label", "to_name": "image", "value": {"choices": [choice]}}],
-    }
+def choice(value: str, control: str = "label") -> dict:
+    return {"type": "choices", "from_name": control, "to_name": "image", "value": {"choices": [value]}}
+
+
+def annotation(value: str, seconds: float | None, cancelled: bool = False, control: str = "label",
+               **fields) -> dict:
+    return {"was_cancelled": cancelled, "lead_time": seconds, "result": [choice(value, control)], **fields}
 
 
 def test_label_studio_export_with_local_images_and_lead_time(tmp_path: Path, monkeypatch) -> None:
@@ -156,3 +177,83 @@ def test_difficulty_cost_is_higher_for_ambiguous_items() -> None:
     noisy[:200] = rng.random((200, 8, 8), dtype=np.float32)
     scrambled = item_costs(BenchDataset("noisy", noisy, digits.labels, digits.class_names), "difficulty")
     assert scrambled[:200].mean() > costs[:200].mean() + 3.0
+
+
+LABEL_CONFIG = (
+    '<View><Image name="image" value="$image"/>'
+    '<Choices name="label" toName="image" choice="single"><Choice value="Cat"/><Choice value="Dog"/></Choices>'
+    '<Choices name="quality" toName="image" choice="single"><Choice value="sharp"/><Choice value="blurry"/>'
+    "</Choices></View>"
+)
+
+
+def first_choice_rule(task: dict) -> str | None:
+    """The rule the loader had before it used the backend's: the first non-cancelled annotation's first
+    choice, from any control."""
+    for note in task.get("annotations") or []:
+        if note.get("was_cancelled"):
+            continue
+        for result in note.get("result") or []:
+            if result.get("type") == "choices" and result["value"].get("choices"):
+                return result["value"]["choices"][0]
+    return None
+
+
+def test_label_studio_export_labels_are_the_backends(tmp_path: Path, capsys) -> None:
+    """Ground truth first, else the latest non-cancelled annotation, only the label control's results."""
+    write_image(tmp_path / "a.png", 20, rgb=False)
+    write_image(tmp_path / "b.png", 220, rgb=False)
+    tasks = [
+        {"id": 1, "data": {"image": "a.png"}, "annotations": [  # a newer annotation, then the older ground truth
+            annotation("Dog", 9.0, id=11, updated_at="2024-02-01T00:00:00Z"),
+            annotation("Cat", 3.0, id=10, updated_at="2024-01-01T00:00:00Z", ground_truth=True)]},
+        {"id": 2, "data": {"image": "b.png"}, "annotations": [  # a cancelled one, an older one, the latest
+            annotation("Cat", 1.0, cancelled=True, id=20, updated_at="2024-04-01T00:00:00Z"),
+            annotation("Cat", 5.0, id=21, updated_at="2024-01-01T00:00:00Z"),
+            annotation("Dog", 7.0, id=22, updated_at="2024-03-01T00:00:00Z")]},
+        {"id": 3, "data": {"image": "b.png"}, "annotations": [  # another control's result comes first
+            {"id": 30, "lead_time": 2.0, "result": [choice("blurry", "quality"), choice("Dog")]}]},
+        {"id": 4, "data": {"thumb": "b.png", "image": "a.png"}, "annotations": [annotation("Cat", 4.0, id=40)]},
+        {"id": 5, "data": {"image": "a.png"}, "annotations": [  # only the other control: unlabeled
+            annotation("sharp", 6.0, control="quality", id=50)]},
+    ]
+    export = tmp_path / "export.json"
+    export.write_text(json.dumps(tasks))
+    interface = parse_label_config(LABEL_CONFIG)
+    backend = [task_label(task, interface) for task in tasks]
+    assert [label.label if label else None for label in backend] == ["Cat", "Dog", "Dog", "Cat", None]
+    old_rule = [first_choice_rule(task) for task in tasks]
+    assert old_rule == ["Dog", "Cat", "blurry", "Cat", "sharp"]  # the old rule trains on other labels
+
+    data = load_label_studio_export(export, image_size=8, label_config=LABEL_CONFIG)
+    assert data.class_names == ("Cat", "Dog")
+    assert [data.class_names[k] for k in data.labels] == [label.label for label in backend if label]
+    assert data.lead_times.tolist() == [label.lead_time for label in backend if label] == [3.0, 7.0, 2.0, 4.0]
+    assert abs(float(data.inputs[3].mean()) - 20 / 255) < 0.01  # the config's $image, not the first field
+    assert load_dataset(str(export), image_size=8, label_config=LABEL_CONFIG).labels.tolist() == [0, 1, 1, 0]
+
+    with pytest.raises(ValueError, match=r"2 Choices controls \['label', 'quality'\].*--label-config"):
+        load_label_studio_export(export)  # two choices controls: which one is the label is not guessed
+    out = tmp_path / "out"
+    assert main(["--dataset", str(export), "--out", str(out), "--no-progress"]) == 2
+    assert "--label-config FILE" in capsys.readouterr().err
+    config_file = tmp_path / "label_config.xml"
+    config_file.write_text(LABEL_CONFIG)
+    assert main(["--dataset", str(export), "--label-config", str(config_file), "--out", str(out)]) == 2
+    assert "'budget' (500) exceeds the pool size" in capsys.readouterr().err  # loaded: 4 items are too few
+    assert main(["--dataset", str(export), "--label-config", str(tmp_path / "none.xml"), "--out", str(out)]) == 2
+    assert "--label-config" in capsys.readouterr().err
+
+
+def test_label_studio_export_infers_a_single_choices_control(tmp_path: Path) -> None:
+    write_image(tmp_path / "a.png", 20, rgb=False)
+    tasks = [{"id": 1, "data": {"image": "a.png"}, "annotations": [annotation("Cat", 1.0)]},
+             {"id": 2, "data": {"image": "a.png"}, "annotations": [annotation("Dog", 2.0)]}]
+    export = tmp_path / "export.json"
+    export.write_text(json.dumps(tasks))
+    assert load_label_studio_export(export, image_size=8).labels.tolist() == [0, 1]
+    export.write_text(json.dumps([{"id": 1, "data": {"image": "a.png"}, "annotations": []}]))
+    with pytest.raises(ValueError, match="0 Choices controls"):
+        load_label_studio_export(export)
+    with pytest.raises(ValueError, match="label config: .*Image"):
+        load_label_studio_export(export, label_config="<View><Text name='t' value='$text'/></View>")
