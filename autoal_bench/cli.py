@@ -5,7 +5,8 @@
 
 ``main(argv)`` returns a process exit code: 0 on success, 2 for bad input (with a one-line message).
 Results are saved after every finished (seed, strategy) run; ``--resume`` continues an interrupted run
-with the same settings, and ``--report-only`` rewrites report.md and the plots from results.json.
+with the same settings, and ``--report-only`` rewrites report.md and the plots from results.json. The acceptance
+goals the report checks are `Goals` (goals.py), changed with ``--goals`` and recorded in results.json.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import numpy as np
 
 from autoal_bench.costs import COST_MODELS, item_costs
 from autoal_bench.datasets import DatasetUnavailable, load_dataset
+from autoal_bench.goals import Goals, parse_goals
 from autoal_bench.peers import PEERS, PeerUnavailable, peer_selector
 from autoal_bench.report import write_report
 from autoal_bench.selectors import AUTOAL, engine_selector
@@ -82,6 +84,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--merge", type=Path, nargs="+", metavar="RESULTS",
                         help="with --report-only: merge these results.json files (same settings, other seeds "
                              "or strategies) into OUT/results.json first")
+    parser.add_argument("--goals", metavar="JSON",
+                        help="acceptance goals the report checks: a JSON object or file of Goals fields "
+                             f"(default {json.dumps(Goals().to_dict())}); recorded in results.json, and with "
+                             "--report-only they replace the recorded ones")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser.parse_args(argv)
@@ -216,12 +222,17 @@ def make_progress(total: int, disabled: bool) -> Any:
 def run(args: argparse.Namespace) -> Path:
     args.out.mkdir(parents=True, exist_ok=True)
     results_path = args.out / "results.json"
+    goals = parse_goals(args.goals) if args.goals is not None else None
     if args.report_only:
         if args.merge:
             save_json(merge_results([json.loads(Path(p).read_text()) for p in args.merge]), results_path)
         if not results_path.exists():
             raise ValueError(f"--report-only: {results_path} does not exist")
-        return write_report(json.loads(results_path.read_text()), args.out, plots=not args.no_plots)
+        results = json.loads(results_path.read_text())
+        if goals is not None:
+            results["settings"]["goals"] = goals.to_dict()
+            save_json(results, results_path)
+        return write_report(results, args.out, plots=not args.no_plots)
     if not split_list(args.dataset):
         raise ValueError("--dataset is required (digits, mnist5k, fashion, a folder or a JSON export)")
     config = engine_config(args)
@@ -237,6 +248,8 @@ def run(args: argparse.Namespace) -> Path:
         raise ValueError(f"{results_path} exists: pass --resume to continue it or choose another --out")
     else:
         results = {"schema": SCHEMA, "settings": settings, "datasets": {}}
+    if goals is not None or "goals" not in results["settings"]:  # a resumed run keeps its goals unless given
+        results["settings"]["goals"] = (goals or Goals()).to_dict()
     results["updated"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     label_config = read_label_config(args.label_config)
     datasets = [load_dataset(n, fashion_size=args.fashion_size, image_size=config.model.image_size,

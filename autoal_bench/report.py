@@ -3,8 +3,9 @@
 Per data set and strategy (over seeds): normalized AUBC mean +- std; the paired AUBC difference vs random on
 the same seeds with wins/n; final accuracy; labels needed to reach random's final accuracy and the labeling
 cost saved vs random at that target (both read off the seed-averaged curves); mean train and query seconds
-per round. Then the goal check: AutoAL vs the best single candidate in hindsight, vs random, vs ALBL; for
-information also vs the best other library's strategy and vs the equal-weight ablation.
+per round. Then the goal check against the results' `Goals` (``settings.goals``, see goals.py): AutoAL vs the
+best single candidate in hindsight, vs random, vs ALBL; for information also vs the best other library's
+strategy and vs the equal-weight ablation.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from autoal_bench.goals import Goals
 from autoal_bench.metrics import Paired, cost_saved, first_reaching, normalized_aubc, paired_difference
 from autoal_bench.selectors import AUTOAL, AUTOAL_NAMES, AUTOAL_SEARCH, AUTOAL_UNIFORM
 
@@ -127,8 +129,10 @@ def reaching_cost(curve: Curve | None, target: float | None) -> float | None:
     return first_reaching(curve.cost.mean(axis=0), curve.accuracy.mean(axis=0), target)
 
 
-def goal_check(runs: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """AutoAL vs the best single candidate in hindsight (by mean AUBC), vs random and vs ALBL."""
+def goal_check(runs: list[dict[str, Any]], goals: Goals | None = None) -> dict[str, Any] | None:
+    """AutoAL vs the best single candidate in hindsight (by mean AUBC), vs random and vs ALBL, judged by
+    ``goals`` (default `Goals()`)."""
+    goals = goals or Goals()
     grouped = curves(runs)
     autoal = grouped.get(AUTOAL)
     if autoal is None:
@@ -139,14 +143,14 @@ def goal_check(runs: list[dict[str, Any]]) -> dict[str, Any] | None:
     if best is not None:
         check["best_candidate_aubc"] = float(candidates[best].aubc.mean())
         check["vs_best"] = paired(autoal, candidates[best])
-        check["meets_best"] = check["autoal_aubc"] >= check["best_candidate_aubc"] - 0.005
+        check["meets_best"] = check["autoal_aubc"] >= check["best_candidate_aubc"] - goals.best_tolerance
     if RANDOM in grouped:
         check["vs_random"] = paired(autoal, grouped[RANDOM])
         wins, n = check["vs_random"].wins, check["vs_random"].n
-        check["meets_random"] = check["vs_random"].mean > 0 and wins >= int(np.ceil(0.9 * n))
+        check["meets_random"] = check["vs_random"].mean > goals.random_min_difference and wins >= goals.wins_needed(n)
     if ALBL in grouped:
         check["vs_albl"] = paired(autoal, grouped[ALBL])
-        check["meets_albl"] = check["vs_albl"].mean > 0
+        check["meets_albl"] = check["vs_albl"].mean > goals.albl_min_difference
     peers = {n: c for n, c in grouped.items() if "." in n}
     if peers:  # other libraries' strategies, for information (ALBL has its own goal above)
         check["best_peer"] = max(peers, key=lambda n: peers[n].aubc.mean())
@@ -185,9 +189,18 @@ def markdown_table(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def goal_lines(check: dict[str, Any] | None) -> list[str]:
+def above(difference: float) -> str:
+    """A goal's "above" in words: above, or above by more than a margin."""
+    return "above" if difference == 0 else f"above by more than {difference:g}"
+
+
+def goal_lines(check: dict[str, Any] | None, goals: Goals | None = None) -> list[str]:
+    """The report's goal bullets; the thresholds printed are those of ``goals`` (default `Goals()`)."""
     if check is None:
         return ["AutoAL was not run on this data set."]
+    goals = goals or Goals()
+    tolerance = goals.best_tolerance
+    best = f"best - {tolerance:g}" if tolerance >= 0 else f"best + {-tolerance:g}"
     lines = []
     if check.get("best_candidate"):
         vs = check["vs_best"]
@@ -195,19 +208,20 @@ def goal_lines(check: dict[str, Any] | None) -> list[str]:
             f"- AutoAL {check['autoal_aubc']:.3f} vs best single candidate `{check['best_candidate']}` "
             f"{check['best_candidate_aubc']:.3f}: paired {fmt(vs.mean, signed=True)} "
             f"({vs.wins}/{vs.n} wins); "
-            f"goal (>= best - 0.005) {'met' if check['meets_best'] else 'NOT met'}"
+            f"goal (>= {best}) {'met' if check['meets_best'] else 'NOT met'}"
         )
     if "vs_random" in check:
         vs = check["vs_random"]
         lines.append(
             f"- AutoAL vs random: paired {fmt(vs.mean, signed=True)} ({vs.wins}/{vs.n} wins); "
-            f"goal (above, >= 90% wins) {'met' if check['meets_random'] else 'NOT met'}"
+            f"goal ({above(goals.random_min_difference)}, >= {100 * goals.random_min_win_share:g}% wins) "
+            f"{'met' if check['meets_random'] else 'NOT met'}"
         )
     if "vs_albl" in check:
         vs = check["vs_albl"]
         lines.append(
             f"- AutoAL vs libact ALBL: paired {fmt(vs.mean, signed=True)} ({vs.wins}/{vs.n} wins); "
-            f"goal (above) {'met' if check['meets_albl'] else 'NOT met'}"
+            f"goal ({above(goals.albl_min_difference)}) {'met' if check['meets_albl'] else 'NOT met'}"
         )
     if "vs_best_peer" in check:
         vs = check["vs_best_peer"]
@@ -225,10 +239,13 @@ def goal_lines(check: dict[str, Any] | None) -> list[str]:
 
 
 def write_report(results: dict[str, Any], out_dir: Path, plots: bool = True) -> Path:
-    """Write report.md (and the PNG plots) for every data set in ``results``; return the report's path."""
+    """Write report.md (and the PNG plots) for every data set in ``results``; return the report's path.
+
+    The goals are the results' ``settings.goals`` (the defaults for a results file that has none)."""
     out_dir = Path(out_dir)
     settings = results["settings"]
     engine = settings["engine"]
+    goals = Goals.from_dict(settings.get("goals") or {})
     lines = [
         "# Active-learning benchmark",
         "",
@@ -263,7 +280,7 @@ def write_report(results: dict[str, Any], out_dir: Path, plots: bool = True) -> 
         if left_out:
             lines += [f"Seeds on which every strategy finished: {seeds}; {left_out} runs of unfinished seeds are "
                       "left out of the table and plots.", ""]
-        lines += markdown_table(summarize(runs)) + [""] + goal_lines(goal_check(runs)) + [""]
+        lines += markdown_table(summarize(runs)) + [""] + goal_lines(goal_check(runs, goals), goals) + [""]
         if plots:
             for path in plot_dataset(name, runs, out_dir):
                 lines.append(f"![{path.stem}]({path.name})")

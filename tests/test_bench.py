@@ -12,6 +12,7 @@ import pytest
 from autoal_bench.cli import SCHEMA, main
 from autoal_bench.costs import item_costs
 from autoal_bench.datasets import load_digits_dataset
+from autoal_bench.goals import Goals
 from autoal_bench.report import summarize
 from autoal_bench.selectors import engine_selector
 from autoal_bench.simulate import ReplaySettings, RoundState, make_split, run_dataset
@@ -72,6 +73,7 @@ def test_cli_writes_results_report_and_plots(cli_run: tuple[int, Any]) -> None:
     report = (out / "report.md").read_text()
     assert "| margin | 2 |" in report and "| autoal | 2 |" in report and "| autoal_search | 2 |" in report
     assert "AutoAL vs random" in report and "learned weights (AutoAL search on), `autoal_search`" in report
+    assert "goal (>= best - 0.005)" in report and "goal (above, >= 90% wins)" in report  # the default goals
 
 
 def test_results_schema_and_pairing(cli_run: tuple[int, Any]) -> None:
@@ -79,6 +81,7 @@ def test_results_schema_and_pairing(cli_run: tuple[int, Any]) -> None:
     results = json.loads((out / "results.json").read_text())
     assert results["schema"] == SCHEMA
     assert results["settings"]["seeds"] == [0, 1]
+    assert results["settings"]["goals"] == Goals().to_dict()
     digits = results["datasets"]["digits"]
     assert digits["n_pool"] + digits["n_test"] == 1797
     runs = digits["runs"]
@@ -171,6 +174,27 @@ def test_resume_and_report_accept_results_written_before_the_config_rename(cli_r
     assert resumed["datasets"]["digits"]["runs"] == results["datasets"]["digits"]["runs"]  # nothing re-run
     assert resumed["settings"]["engine"]["holdout"]["fitnet_steps"] == 20  # now in the new layout
     assert "FitNet 20 steps" in (tmp_path / "report.md").read_text()
+
+
+def test_report_only_rechecks_against_other_goals(cli_run: tuple[int, Any], tmp_path, capsys) -> None:
+    _, out = cli_run
+    results = json.loads((out / "results.json").read_text())
+    del results["settings"]["goals"]  # a results file from before the goals were recorded: the defaults
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    assert main(["--report-only", "--out", str(tmp_path), "--no-plots"]) == 0
+    assert "goal (>= best - 0.005)" in (tmp_path / "report.md").read_text()
+    goals_file = tmp_path / "goals.json"
+    goals_file.write_text(json.dumps({"best_tolerance": 0.25, "random_min_win_share": 0.5}))
+    for given in (goals_file.read_text(), str(goals_file)):
+        assert main(["--report-only", "--out", str(tmp_path), "--no-plots", "--goals", given]) == 0
+        report = (tmp_path / "report.md").read_text()
+        assert "goal (>= best - 0.25)" in report and "goal (above, >= 50% wins)" in report
+        recorded = json.loads((tmp_path / "results.json").read_text())["settings"]["goals"]
+        assert recorded == {**Goals().to_dict(), "best_tolerance": 0.25, "random_min_win_share": 0.5}
+    assert main(["--report-only", "--out", str(tmp_path), "--goals", '{"beat_random": 1}']) == 2
+    assert "unknown goal 'beat_random'" in capsys.readouterr().err
+    assert main(["--report-only", "--out", str(tmp_path), "--goals", '{"random_min_win_share": 2}']) == 2
+    assert "random_min_win_share: must be in [0, 1]" in capsys.readouterr().err
 
 
 def test_bad_input_gives_a_message_not_a_traceback(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:

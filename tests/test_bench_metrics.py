@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from autoal_bench.goals import Goals
 from autoal_bench.metrics import cost_saved, first_reaching, normalized_aubc, paired_difference
-from autoal_bench.report import complete_seeds, goal_check, summarize
+from autoal_bench.report import complete_seeds, goal_check, goal_lines, summarize
 
 
 def test_aubc_is_the_mean_height_of_the_curve() -> None:
@@ -61,6 +62,16 @@ def test_summary_and_goal_check() -> None:
     assert check["meets_best"] and check["meets_random"] and check["meets_albl"]
     assert check["best_peer"] == "skactiveml.badge" and check["vs_best_peer"].mean < 0
     assert check["vs_uniform"].mean < 0 and check["vs_uniform"].wins == 0
+    assert goal_check(runs, Goals()) == check
+    lines = "\n".join(goal_lines(check))
+    assert "goal (>= best - 0.005) met" in lines and "goal (above, >= 90% wins) met" in lines
+    strict = Goals(best_tolerance=-0.05, random_min_difference=0.5, albl_min_difference=0.5)
+    strict_check = goal_check(runs, strict)
+    assert not (strict_check["meets_best"] or strict_check["meets_random"] or strict_check["meets_albl"])
+    lines = "\n".join(goal_lines(strict_check, strict))
+    assert "goal (>= best + 0.05) NOT met" in lines
+    assert "goal (above by more than 0.5, >= 90% wins) NOT met" in lines
+    assert "libact ALBL" in lines and "goal (above by more than 0.5) NOT met" in lines
 
 
 def test_complete_seeds_drops_seeds_some_strategy_has_not_finished() -> None:
