@@ -1,7 +1,8 @@
 """Label Studio REST access through label-studio-sdk, with retries and backoff.
 
-Every call that fails on the network, times out, or gets a 5xx / 429 from LS is retried with a delay
-that doubles (``AUTOAL_LS_RETRIES``, ``AUTOAL_LS_BACKOFF``); after the last try it raises
+Every call that fails on the network, times out, or gets a 5xx / 429 from LS is retried under the one
+`ls_backend.retry.RetryPolicy`, with a delay that doubles (``AUTOAL_LS_RETRIES``, ``AUTOAL_LS_BACKOFF``);
+after the last try it raises
 ``LabelStudioUnavailable``, which the job runner treats as "try the job again later". Other LS errors
 (4xx) raise ``LabelStudioError`` at once.
 """
@@ -11,13 +12,14 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 from label_studio_sdk import LabelStudio, PredictionRequest
 from label_studio_sdk.core.api_error import ApiError
+
+from ls_backend.retry import RetryPolicy
 
 if TYPE_CHECKING:
     from ls_backend.settings import Settings
@@ -62,8 +64,7 @@ class LabelStudioClient:
         if not api_key:
             raise LabelStudioError("LABEL_STUDIO_API_KEY is not set (a legacy token or a personal access token)")
         self.url = url.rstrip("/")
-        self.retries = retries
-        self.backoff = backoff
+        self.retry = RetryPolicy(retries=retries, first_delay=backoff)
         self.timeout = timeout
         try:
             self.sdk = LabelStudio(base_url=self.url, api_key=api_key, timeout=timeout, max_retries=0)
@@ -72,15 +73,17 @@ class LabelStudioClient:
         self._http = self.sdk._client_wrapper.httpx_client
 
     @classmethod
-    def for_settings(cls, settings: Settings) -> LabelStudioClient:
-        """The client of the operator's Label Studio (LABEL_STUDIO_URL), the one address the token is sent to."""
+    def for_settings(cls, settings: Settings, retries: int | None = None) -> LabelStudioClient:
+        """The client of the operator's Label Studio (LABEL_STUDIO_URL), the one address the token is sent to.
+
+        `retries` overrides AUTOAL_LS_RETRIES for a caller that retries on its own (0: no retries here)."""
         if not settings.label_studio_url:
             raise LabelStudioError(NO_URL_MESSAGE)
         return cls(
             settings.label_studio_url,
             settings.label_studio_api_key or "",
             timeout=settings.ls_timeout,
-            retries=settings.ls_retries,
+            retries=settings.ls_retries if retries is None else retries,
             backoff=settings.ls_backoff,
         )
 
@@ -208,22 +211,18 @@ class LabelStudioClient:
     # -- retries ----------------------------------------------------------------------------------------
 
     def _call(self, what: str, function: Callable[[], T]) -> T:
-        delay = self.backoff
-        for attempt in range(self.retries + 1):
-            try:
-                return function()
-            except (httpx.TransportError, ApiError, LabelStudioError) as error:
-                transient = _is_transient(error)
-                if not transient:
-                    raise LabelStudioError(f"Label Studio refused to {what}: {_describe(error)}") from None
-                if attempt == self.retries:
-                    raise LabelStudioUnavailable(
-                        f"Label Studio did not {what} after {self.retries + 1} tries: {_describe(error)}"
-                    ) from None
-                logger.warning("LS failed to %s (%s); retry in %.1f s", what, _describe(error), delay)
-                time.sleep(delay)
-                delay *= 2
-        raise AssertionError("unreachable")
+        """`function()` under the client's retry policy; LabelStudioUnavailable once transient errors outlast it."""
+        errors = (httpx.TransportError, ApiError, LabelStudioError)
+        try:
+            return self.retry.call(
+                function, lambda error: isinstance(error, errors) and _is_transient(error), f"LS: {what}"
+            )
+        except errors as error:
+            if not _is_transient(error):
+                raise LabelStudioError(f"Label Studio refused to {what}: {_describe(error)}") from None
+            raise LabelStudioUnavailable(
+                f"Label Studio did not {what} after {self.retry.tries} tries: {_describe(error)}"
+            ) from None
 
 
 class _HttpStatusError(LabelStudioError):

@@ -3,7 +3,8 @@
 LS 1.23.2 creates ``<backend url>/webhook`` without the ML connection's credentials, so with basic auth on
 every annotation event would get 401 (label-studio-protocol.md 1.5). After each /setup (LS calls it on
 connect and before predictions) a background thread patches the webhook's headers through the API,
-retrying a few times because LS may create the webhook a moment later.
+trying a few times under one `RetryPolicy` (0.5, 1.5, 4.5, 13.5, 40.5 s after /setup) because LS may create
+the webhook a moment later. Its LS client does not retry on its own, so the tries do not multiply.
 """
 
 from __future__ import annotations
@@ -13,18 +14,19 @@ import threading
 import time
 
 from ls_backend.labelstudio import LabelStudioClient, LabelStudioError
+from ls_backend.retry import RetryPolicy
 from ls_backend.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-ATTEMPT_DELAYS = (0.5, 2.0, 5.0, 15.0, 30.0)
+TRIES = RetryPolicy(retries=4, first_delay=0.5, factor=3.0)  # the wait before each try, the first included
 RECHECK_AFTER = 300.0  # seconds: a patched project is checked again after this long
 
 
 class WebhookAuthPatcher:
-    def __init__(self, settings: Settings, delays: tuple[float, ...] = ATTEMPT_DELAYS) -> None:
+    def __init__(self, settings: Settings, tries: RetryPolicy = TRIES) -> None:
         self.settings = settings
-        self.delays = delays
+        self.tries = tries
         self._patched_at: dict[int, float] = {}
         self._running: set[int] = set()
         self._lock = threading.Lock()
@@ -47,10 +49,10 @@ class WebhookAuthPatcher:
 
     def _patch(self, project_id: int) -> None:
         try:
-            for delay in self.delays:
-                time.sleep(delay)
+            for attempt in range(1, self.tries.tries + 1):
+                time.sleep(self.tries.delay(attempt))
                 try:
-                    ls = LabelStudioClient.for_settings(self.settings)
+                    ls = LabelStudioClient.for_settings(self.settings, retries=0)
                     found = ls.ensure_webhook_auth(
                         project_id, self.settings.basic_auth_user or "", self.settings.basic_auth_pass or ""
                     )
