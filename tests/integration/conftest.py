@@ -1,4 +1,4 @@
-"""Real services for the integration tests: Label Studio 1.23.2, the backend under gunicorn, Redis.
+"""Real services for the integration tests: Label Studio 1.23.2, the backend under waitress (`autoal serve`), Redis.
 
 Label Studio is found through LABEL_STUDIO_BIN, else <repo>/.venv-ls/bin/label-studio, else
 /tmp/lsvenv/bin/label-studio; when none exists, <repo>/.venv-ls is created and label-studio==1.23.2

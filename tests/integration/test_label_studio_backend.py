@@ -1,6 +1,6 @@
 """The backend against a real Label Studio 1.23.2: connect, annotate, retrain, rank, queue order, events.
 
-One project of 300 digit images and one backend (gunicorn, in-process job thread) are shared by the
+One project of 300 digit images and one backend (`autoal serve`, in-process job runner) are shared by the
 tests of this module; the tests run in file order and each states what it adds.
 """
 
