@@ -191,6 +191,32 @@ def wait_for_training(store, project_id: int, after_job: int) -> dict[str, Any]:
     )
 
 
+def cpu_seconds(pid: int) -> dict[str, float]:
+    """CPU seconds (user + system) so far of the process `pid` and, summed, of all its descendants."""
+    tick = os.sysconf("SC_CLK_TCK")
+    stats = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            stats[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)  # ppid, cpu
+    children: dict[int, list[int]] = {}
+    for child, (parent, _) in stats.items():
+        children.setdefault(parent, []).append(child)
+    descendants, todo = 0.0, list(children.get(pid, []))
+    while todo:
+        child = todo.pop()
+        descendants += stats[child][1]
+        todo.extend(children.get(child, []))
+    return {"process": stats.get(pid, (0, 0.0))[1], "descendants": descendants}
+
+
+def cpu_used(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {key: round(after[key] - before[key], 2) for key in before}
+
+
 def load() -> list[float]:
     """The 1, 5 and 15 minute load averages, rounded."""
     return [round(x, 2) for x in os.getloadavg()]
@@ -298,11 +324,13 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         for name, rate in (("webhook_no_job", 0.0), ("webhook_no_job_paced", args.rate)):
             if name.endswith("_paced") and not rate:
                 continue
+            cpu = cpu_seconds(backend.process.pid)
             times = concurrent_posts(backend, no_job, args.clients, args.posts, rate)
             results[name] = {
                 "clients": args.clients,
                 "rate": rate or "burst",
                 **latency_summary(times),
+                "backend_cpu_seconds": cpu_used(cpu, cpu_seconds(backend.process.pid)),
                 "load_average": load(),
             }
         task = served
@@ -331,7 +359,9 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 continue
             training = wait_for_training(store, project_id, after_job=last_job)
             started = time.time()
+            cpu = cpu_seconds(backend.process.pid)
             times = concurrent_posts(backend, event, args.clients, args.posts, rate)
+            cpu = cpu_used(cpu, cpu_seconds(backend.process.pid))
             after = store.job(training["id"])
             jobs = store.recent_jobs(project_id)
             results[name] = {
@@ -339,6 +369,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 "rate": rate or "burst",
                 **latency_summary(times),
                 "burst_seconds": round(time.time() - started, 1),
+                "backend_cpu_seconds": cpu,  # the web process, and its job process (descendants)
                 "retrain_running_throughout": after["status"] == "running",
                 "job_stage_at_start_and_end": [training["stage"], after["stage"]],
                 "a_job_running_at_the_end": any(j["status"] == "running" for j in jobs),
@@ -396,9 +427,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--engine-config", default=None, help="AUTOAL_ENGINE_CONFIG JSON (default: CPU defaults)")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
+    parser.add_argument("--workdir", type=Path, default=None, help="keep LS, models and logs here (default: temporary)")
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="autoal-backend-bench-") as workdir:
-        results = run(args, Path(workdir))
+    if args.workdir:
+        args.workdir.mkdir(parents=True, exist_ok=True)
+        results = run(args, args.workdir)
+    else:
+        with tempfile.TemporaryDirectory(prefix="autoal-backend-bench-") as workdir:
+            results = run(args, Path(workdir))
     text = json.dumps(results, indent=2)
     print(text)
     if args.out:

@@ -1,6 +1,6 @@
 """The `autoal` command: `serve` (the ML backend under waitress), `worker` (RQ jobs), `bench` (offline).
 
-autoal serve [--host 0.0.0.0] [--port 9090] [--threads 8] [--request-timeout 15] [--connection-limit 100]
+autoal serve [--host 0.0.0.0] [--port 9090] [--threads 4] [--request-timeout 15] [--connection-limit 100]
 autoal worker [--burst]
 autoal bench ...            (see `autoal bench --help`)
 
@@ -25,6 +25,9 @@ from ls_backend.settings import Settings
 
 logger = logging.getLogger(__name__)
 
+# Request threads only run the app (waitress's event loop reads and writes the sockets): more of them
+# than this only compete for the GIL and SQLite's write lock, which made bursts of webhooks slower
+DEFAULT_THREADS = 4
 DEFAULT_REQUEST_TIMEOUT = 15  # seconds to receive a whole request (headers and body); also the idle timeout
 DEFAULT_CONNECTION_LIMIT = 100  # open connections; beyond it new ones wait in the listen backlog
 
@@ -40,7 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     serve = commands.add_parser("serve", help="run the ML backend (waitress, one process, jobs in a child process)")
     serve.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
     serve.add_argument("--port", type=int, default=9090, help="port (default 9090)")
-    serve.add_argument("--threads", type=int, default=8, help="request threads (default 8)")
+    serve.add_argument(
+        "--threads", type=int, default=DEFAULT_THREADS, help=f"request threads (default {DEFAULT_THREADS})"
+    )
     serve.add_argument(
         "--request-timeout",
         type=int,

@@ -81,6 +81,16 @@ def retry_delay(store: Store, settings: Settings, project_id: int, outcome: JobO
     return settings.job_retry_delay * 2 ** max(failures - 1, 0)
 
 
+def retry_job(store: Store, runner: Runner, settings: Settings, project_id: int) -> dict:
+    """The delayed retry: a job, unless a job of the project succeeded since the failure (nothing to redo)."""
+    if store.consecutive_failures(project_id) == 0:
+        logger.info(
+            "project %s: a job succeeded since the failure; no retry needed", project_id, extra={"project": project_id}
+        )
+        return {"job": None, "coalesced": False, "skipped": "a later job succeeded"}
+    return request_job(store, runner, settings, project_id, "retry")
+
+
 class ThreadRunner:
     """One background thread of the web process hands the jobs, one after another, to a `JobProcess`."""
 
@@ -175,9 +185,12 @@ class ThreadRunner:
 
     def _fire_retry(self, project_id: int) -> None:
         with self._lock:
-            self._timers.pop(project_id, None)  # from here on a new retry may be scheduled
+            pending = self._timers.get(project_id)
+            if pending is None or pending[1] is not threading.current_thread():
+                return  # replaced by an earlier timer, or cancelled by stop()
+            del self._timers[project_id]  # from here on a new retry may be scheduled
         if not self._stopping:
-            request_job(self.store, self, self.settings, project_id, "retry")
+            retry_job(self.store, self, self.settings, project_id)
 
     def _work(self) -> None:
         while True:
@@ -571,7 +584,7 @@ def rq_request_job(project_id: int) -> dict:
     """RQ entry point for a delayed retry."""
     settings = Settings.from_env()
     store = Store(settings.database_path)
-    return request_job(store, RQRunner(settings, store), settings, project_id, "retry")
+    return retry_job(store, RQRunner(settings, store), settings, project_id)
 
 
 def _rq_id(job_id: int) -> str:

@@ -27,3 +27,13 @@ def test_unknown_command_is_a_usage_error(capsys):
 def test_bench_delegates_to_the_offline_benchmark(capsys):
     assert cli.main(["bench", "--help"]) == 0
     assert "usage: autoal bench" in capsys.readouterr().out
+
+
+def test_serve_passes_host_port_threads_and_the_request_limits(monkeypatch):
+    monkeypatch.setenv("AUTOAL_DEVICE", "cpu")
+    calls = []
+    monkeypatch.setattr(cli, "serve_forever", lambda *args, **kwargs: calls.append((args[:3], kwargs)) or 0)
+    assert cli.main(["serve", "--host", "127.0.0.1", "--port", "9191", "--threads", "3"]) == 0
+    assert cli.main(["serve", "--port", "1", "--request-timeout", "7", "--connection-limit", "20"]) == 0
+    assert calls[0] == (("127.0.0.1", 9191, 3), {"request_timeout": 15, "connection_limit": 100})
+    assert calls[1] == (("0.0.0.0", 1, 4), {"request_timeout": 7, "connection_limit": 20})

@@ -146,7 +146,16 @@ def test_stop_interrupts_a_running_job(settings, store):
     assert runner.pending_retries() == []
 
 
+def finished_job(store: Store, project_id: int, status: str) -> int:
+    job_id, _ = store.request_job(project_id, "ANNOTATION_CREATED", stale_after=60)
+    store.start_job(job_id)
+    store.finish_job(job_id, status, "Label Studio did not answer" if status == "failed" else None)
+    return job_id
+
+
 def test_thread_runner_keeps_one_pending_retry_per_project(settings, store):
+    finished_job(store, 1, "failed")
+    finished_job(store, 2, "failed")
     runner = ThreadRunner(settings, store)  # not started: the queue only collects what the timers request
     try:
         runner.submit_later(1, 30)
@@ -169,6 +178,22 @@ def test_thread_runner_keeps_one_pending_retry_per_project(settings, store):
     finally:
         runner.stop()
     assert runner.pending_retries() == []
+
+
+def test_a_retry_after_a_later_success_runs_no_job(settings, store):
+    failed = finished_job(store, 1, "failed")
+    runner = ThreadRunner(settings, store)
+    try:
+        runner.submit_later(1, 0.05)
+        finished_job(store, 1, "done")  # e.g. the next annotation's job, before the retry fires
+        deadline = time.monotonic() + 10
+        while runner.pending_retries() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.2)
+        assert runner.pending_retries() == [] and runner._queue.qsize() == 0
+        assert all(job["trigger"] != "retry" for job in store.recent_jobs(1)) and store.job(failed)
+    finally:
+        runner.stop()
 
 
 # -- RQ ----------------------------------------------------------------------------------------------------
