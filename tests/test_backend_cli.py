@@ -37,3 +37,15 @@ def test_serve_passes_host_port_threads_and_the_request_limits(monkeypatch):
     assert cli.main(["serve", "--port", "1", "--request-timeout", "7", "--connection-limit", "20"]) == 0
     assert calls[0] == (("127.0.0.1", 9191, 3), {"request_timeout": 15, "connection_limit": 100})
     assert calls[1] == (("0.0.0.0", 1, 4), {"request_timeout": 7, "connection_limit": 20})
+
+
+def test_version_is_printed(capsys):
+    import pytest
+
+    from autoal_engine import __version__
+    from ls_backend.cli import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out.strip() == f"autoal {__version__}"
