@@ -165,6 +165,7 @@ def test_thread_runner_keeps_one_pending_retry_per_project(settings, store):
         assert len(runner._timers) == 2
         first_timer = runner._timers[1][1]
         runner.submit_later(1, 0.05)  # earlier than the pending one: replaces it
+        first_timer.join(5)  # a cancelled timer's thread ends a moment after cancel()
         assert runner._timers[1][1] is not first_timer and not first_timer.is_alive()
         deadline = time.monotonic() + 10
         while runner.pending_retries() != [2] and time.monotonic() < deadline:
