@@ -158,3 +158,26 @@ def test_autoal_serve_answers_and_stops_on_sigterm(tmp_path):
             process.wait(10)
     output = process.stdout.read().decode()
     assert "request timeout 5 s" in output and "msg=stopped" in output
+
+
+def test_the_event_loop_does_not_spin_on_a_connection_whose_request_is_being_answered(tmp_path):
+    """While a request thread owns the output, the loop leaves the connection alone (waitress alone spun)."""
+    app = create_app(Settings(model_dir=tmp_path), start_runner=False)
+    served = make_server(app, "127.0.0.1", 0, 1)
+    ours, theirs = socket.socketpair()
+    try:
+        channel = served.channel_class(served, ours, ("127.0.0.1", 1), served.adj, map={})
+        channel.total_outbufs_len = 124  # response headers written, the thread not done yet
+        channel.requests = [object()]
+        assert not channel.writable()
+        channel.total_outbufs_len = served.adj.outbuf_high_watermark  # the thread waits for the loop to send
+        assert channel.writable()
+        channel.total_outbufs_len, channel.requests = 124, []  # the thread is done: the loop sends the rest
+        assert channel.writable()
+        channel.requests, channel.will_close = [object()], True
+        assert channel.writable()
+    finally:
+        theirs.close()
+        ours.close()
+        served.close()
+        served.task_dispatcher.shutdown()
