@@ -26,6 +26,7 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import timedelta
+from functools import partial
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Protocol
@@ -56,12 +57,13 @@ class Runner(Protocol):
 
 
 def request_job(store: Store, runner: Runner, settings: Settings, project_id: int, trigger: str) -> dict:
-    """Queue a retrain-and-rank job for the project, or join the one already queued."""
+    """Queue a retrain-and-rank job for the project, or join the one already queued.
+
+    Inside a store transaction (a webhook's), the runner is told once it has committed: a worker that
+    took the job earlier would not find its row.
+    """
     job_id, created = store.request_job(project_id, trigger, stale_after=settings.job_timeout)
-    if created:
-        runner.submit(job_id)
-    else:
-        runner.ensure_submitted(job_id)
+    store.after_commit(partial(runner.submit if created else runner.ensure_submitted, job_id))
     return {"job": job_id, "coalesced": not created}
 
 

@@ -1,9 +1,10 @@
 """Validation and handling of the events LS posts to /webhook.
 
 LS waits at most 1 s for an answer and never retries, so a handler only validates, records the event in
-SQLite and requests a job (coalesced), then answers. Payload shapes are those of LS 1.23.2
-(label-studio-protocol.md section 2): the project id is ``project.id``; ANNOTATIONS_DELETED carries
-annotation ids only, mapped back to tasks through the annotation ids seen earlier (per project).
+SQLite and requests a job (coalesced), then answers; what it writes is one transaction (`_record`).
+Payload shapes are those of LS 1.23.2 (label-studio-protocol.md section 2): the project id is
+``project.id``; ANNOTATIONS_DELETED carries annotation ids only, mapped back to tasks through the
+annotation ids seen earlier (per project).
 
 An event is a hint, never the truth: nothing destructive happens on a webhook's word. A deletion or a
 label-config change only asks for a job, and the job acts on what Label Studio itself lists
@@ -14,7 +15,7 @@ An action this backend does not know (a newer Label Studio's) is answered 200 "i
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ls_backend.label_config import LabelConfigs
@@ -78,14 +79,13 @@ class WebhookHandler:
         annotation = _object(payload, "annotation")
         annotation_id = parse_id(annotation.get("id"), "annotation.id")
         task_id = _task_id(payload, annotation)
-        self.store.remember_annotations(project_id, [(annotation_id, task_id)])
         skipped = bool(annotation.get("was_cancelled"))
         is_update = payload["action"] == "ANNOTATION_UPDATED"
         needs_job = is_update or not skipped  # an update may have turned a label into a skip
-        self.store.record_event(project_id, payload["action"], [task_id], [annotation_id], needs_job=needs_job)
+        job = self._record(project_id, payload["action"], [(annotation_id, task_id)], needs_job=needs_job)
         if not needs_job:
             return {"status": "recorded", "detail": "a skipped annotation is not a label"}
-        return {"status": "queued", **self.request_job(project_id, payload["action"])}
+        return {"status": "queued", **job}
 
     on_annotation_updated = on_annotation_created
 
@@ -99,13 +99,10 @@ class WebhookHandler:
             task_id = parse_id(annotation.get("task"), f"annotation[{index}].task")
             pairs.append((annotation_id, task_id))
             labels += not annotation.get("was_cancelled")
-        self.store.remember_annotations(project_id, pairs)
-        self.store.record_event(
-            project_id, payload["action"], [t for _, t in pairs], [a for a, _ in pairs], needs_job=labels > 0
-        )
+        job = self._record(project_id, payload["action"], pairs, needs_job=labels > 0)
         if not labels:
             return {"status": "recorded", "detail": "skipped annotations are not labels"}
-        return {"status": "queued", **self.request_job(project_id, payload["action"])}
+        return {"status": "queued", **job}
 
     def on_annotations_deleted(self, project_id: int, payload: dict[str, Any]) -> dict[str, Any]:
         annotations = id_list(payload.get("annotations"), "annotations", self.max_ids)
@@ -114,46 +111,65 @@ class WebhookHandler:
             for i, a in enumerate(annotations)
         ]
         task_ids = self.store.tasks_of_annotations(project_id, ids)
-        self.store.record_event(project_id, payload["action"], task_ids, ids)
-        return {"status": "queued", "tasks": task_ids, **self.request_job(project_id, payload["action"])}
+        job = self._record(project_id, payload["action"], task_ids=task_ids, annotation_ids=ids)
+        return {"status": "queued", "tasks": task_ids, **job}
 
     # -- training, tasks, project -----------------------------------------------------------------------
 
     def on_start_training(self, project_id: int, payload: dict[str, Any]) -> dict[str, Any]:
-        self.store.record_event(project_id, payload["action"])
-        return {"status": "queued", **self.request_job(project_id, payload["action"])}
+        return {"status": "queued", **self._record(project_id, payload["action"])}
 
     def on_tasks_created(self, project_id: int, payload: dict[str, Any]) -> dict[str, Any]:
-        task_ids = self._task_ids(payload)
-        self.store.record_event(project_id, payload["action"], task_ids)
-        return {"status": "queued", **self.request_job(project_id, payload["action"])}
+        return {"status": "queued", **self._record(project_id, payload["action"], task_ids=self._task_ids(payload))}
 
     def on_tasks_deleted(self, project_id: int, payload: dict[str, Any]) -> dict[str, Any]:
         """The ranking keeps its rows until a job has listed the pool from LS: a deletion LS did not make
         removes nothing."""
         task_ids = self._task_ids(payload)
-        self.store.record_event(project_id, payload["action"], task_ids)
         return {
             "status": "queued",
             "detail": "the next job drops the tasks Label Studio no longer lists",
-            **self.request_job(project_id, payload["action"]),
+            **self._record(project_id, payload["action"], task_ids=task_ids),
         }
 
     def on_project_updated(self, project_id: int, payload: dict[str, Any]) -> dict[str, Any]:
         """A label config that differs from the stored one asks for a job; the job reads the config from LS."""
         label_config = payload["project"].get("label_config")
         if not isinstance(label_config, str):
-            self.store.record_event(project_id, payload["action"], needs_job=False)
+            self._record(project_id, payload["action"], needs_job=False)
             return {"status": "recorded", "detail": "no label config in the payload"}
         if not self.label_configs.changed(project_id, label_config):
-            self.store.record_event(project_id, payload["action"], needs_job=False)
+            self._record(project_id, payload["action"], needs_job=False)
             return {"status": "recorded", "detail": "label config unchanged"}
-        self.store.record_event(project_id, payload["action"])
         return {
             "status": "queued",
             "detail": "label config changed",
-            **self.request_job(project_id, "label config changed"),
+            **self._record(project_id, payload["action"], trigger="label config changed"),
         }
+
+    def _record(
+        self,
+        project_id: int,
+        action: str,
+        annotations: Sequence[tuple[int, int]] = (),
+        *,
+        task_ids: Sequence[int] = (),
+        annotation_ids: Sequence[int] = (),
+        needs_job: bool = True,
+        trigger: str | None = None,
+    ) -> dict[str, Any]:
+        """Everything an event writes, in one transaction, after every check passed: the (annotation id,
+        task id) pairs it names, the event, and the job request when it needs one (the job's answer, else {}).
+
+        `annotations` also give the event's ids. The runner hears of a new job once this has committed.
+        """
+        if annotations:
+            annotation_ids, task_ids = [a for a, _ in annotations], [t for _, t in annotations]
+        with self.store.transaction():
+            if annotations:
+                self.store.remember_annotations(project_id, annotations)
+            self.store.record_event(project_id, action, task_ids, annotation_ids, needs_job=needs_job)
+            return self.request_job(project_id, trigger or action) if needs_job else {}
 
     def _task_ids(self, payload: dict[str, Any]) -> list[int]:
         tasks = id_list(payload.get("tasks"), "tasks", self.max_ids, empty_ok=True)

@@ -6,8 +6,12 @@ import json
 import pytest
 
 from ls_backend.app import UNTRAINED_VERSION, create_app
+from ls_backend.label_config import LabelConfigs
 from ls_backend.labeling import parse_label_config
+from ls_backend.runners import ThreadRunner
 from ls_backend.settings import Settings
+from ls_backend.store import Store
+from ls_backend.webhook import WebhookHandler
 
 CONFIG = (
     '<View><Image name="image" value="$image"/><Choices name="digit" toName="image">'
@@ -243,6 +247,35 @@ def test_annotation_events_coalesce_into_one_queued_job(client, store):
     assert [job["status"] for job in store.recent_jobs(1)] == ["queued"]
     assert store.pending_events(1) == 5
     assert store.project(1) is None  # the payload's label config is a hint; the job reads LS's
+
+
+class WatchedRunner(ThreadRunner):
+    """The real thread runner (not started), noting whether each job it is handed is committed already."""
+
+    def __init__(self, settings: Settings, store: Store) -> None:
+        super().__init__(settings, store)
+        self.committed: list[bool] = []
+        self.other = Store(store.path)  # its own connection: sees committed rows only
+
+    def submit(self, job_id: int) -> None:
+        self.committed.append(self.other.job(job_id) is not None)
+        super().submit(job_id)
+
+
+def test_a_webhook_writes_in_one_transaction_and_hands_the_job_over_once_committed(app, client, store):
+    backend = app.extensions["autoal"]
+    backend.runner = WatchedRunner(backend.settings, store)
+    assert post(client, "/webhook", annotation_event(100, 10)).json["coalesced"] is False
+    assert backend.runner.committed == [True]
+
+    def failing_request(project_id: int, trigger: str) -> dict:
+        raise RuntimeError("the job could not be requested")
+
+    handler = WebhookHandler(store, failing_request, LabelConfigs(store))
+    with pytest.raises(RuntimeError):
+        handler.handle(annotation_event(101, 11))
+    assert store.pending_events(1) == 1  # the failed event left nothing: neither the event...
+    assert store.tasks_of_annotations(1, [100, 101]) == [10]  # ...nor its annotation id
 
 
 def test_skipped_annotation_is_recorded_but_is_not_a_label(client, store):

@@ -2,6 +2,7 @@
 
 import sqlite3
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -239,3 +240,58 @@ def test_update_job_rejects_unknown_fields(store):
     assert store.job(job_id)["stage"] == "training"
     with pytest.raises(ValueError, match="unknown job field 'status'"):
         store.update_job(job_id, status="done")
+
+
+# -- transactions ---------------------------------------------------------------------------------------
+
+
+def test_writes_in_one_transaction_commit_together_or_not_at_all(store):
+    with pytest.raises(RuntimeError), store.transaction():
+        store.remember_annotations(1, [(100, 10)])
+        store.record_event(1, "ANNOTATION_CREATED", [10], [100])
+        store.request_job(1, "ANNOTATION_CREATED", stale_after=3600)
+        raise RuntimeError("the request failed half-way")
+    assert (store.recent_events(1), store.recent_jobs(1), store.tasks_of_annotations(1, [100])) == ([], [], [])
+
+    other = Store(store.path)  # another connection: sees committed rows only
+    with store.transaction():
+        store.record_event(1, "ANNOTATION_CREATED", [10], [100])
+        assert other.pending_events(1) == 0
+        with pytest.raises(ValueError), store.transaction():  # a nested one undoes only its own writes
+            store.record_event(1, "ANNOTATION_CREATED", [11], [101])
+            raise ValueError("inner")
+        store.request_job(1, "ANNOTATION_CREATED", stale_after=3600)
+    assert other.pending_events(1) == 1 and [job["status"] for job in other.recent_jobs(1)] == ["queued"]
+
+
+def test_after_commit_waits_for_the_commit_and_is_dropped_by_a_rollback(store):
+    other = Store(store.path)
+    seen = []
+    store.after_commit(lambda: seen.append("now"))  # no transaction open: at once
+    with store.transaction():
+        job_id, _ = store.request_job(1, "x", stale_after=3600)
+        store.after_commit(lambda: seen.append(other.job(job_id)["status"]))
+        assert seen == ["now"]
+    with pytest.raises(RuntimeError), store.transaction():
+        store.after_commit(lambda: seen.append("rolled back"))
+        raise RuntimeError
+    with store.transaction():
+        with pytest.raises(RuntimeError), store.transaction():
+            store.after_commit(lambda: seen.append("undone savepoint"))
+            raise RuntimeError
+        store.after_commit(lambda: seen.append("outer"))
+    assert seen == ["now", "queued", "outer"]
+
+
+def test_threads_writing_at_once_lose_nothing(store):
+    def webhook(number: int) -> tuple[int, bool]:
+        with store.transaction():
+            store.remember_annotations(1, [(number, number)])
+            store.record_event(1, "ANNOTATION_CREATED", [number], [number])
+            return store.request_job(1, "ANNOTATION_CREATED", stale_after=3600)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(webhook, range(200)))
+    assert store.pending_events(1) == 200
+    assert store.tasks_of_annotations(1, list(range(200))) == list(range(200))
+    assert sum(created for _, created in answers) == 1 and len({job for job, _ in answers}) == 1

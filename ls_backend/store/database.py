@@ -1,7 +1,11 @@
 """One SQLite file: per-thread connections, transactions, migrations on open, and JSON column helpers.
 
 Every thread keeps its own connection, so the store is safe to use from threads and from separate
-processes (web server and RQ workers). Writes that must be atomic run inside ``BEGIN IMMEDIATE``.
+processes (the web server, its job process, RQ workers). Every write runs in `Database.transaction`
+(``BEGIN IMMEDIATE ... COMMIT``). The writers of one process take turns on a `threading.Lock` first:
+waiting on it costs no CPU and ends the moment the writer before is done, where threads waiting in
+SQLite's busy handler sleep in growing steps and wake only to poll again. Between processes, SQLite's
+own lock and the busy timeout (30 s) still decide.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import math
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -26,15 +30,14 @@ class Database:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
-        db = self._connection()
-        db.execute("PRAGMA journal_mode=WAL")
-        self._migrate(db)
+        self._write_lock = threading.Lock()  # one writer of this process at a time
+        self._connection().execute("PRAGMA journal_mode=WAL")
+        self._migrate()
 
-    def _migrate(self, db: sqlite3.Connection) -> None:
+    def _migrate(self) -> None:
         """Bring the file to SCHEMA_VERSION, one migration per transaction (safe with concurrent openers)."""
         for target, statements in MIGRATIONS:
-            db.execute("BEGIN IMMEDIATE")
-            try:
+            with self.transaction() as db:
                 version = db.execute("PRAGMA user_version").fetchone()[0]
                 if version > SCHEMA_VERSION:
                     raise StoreVersionError(
@@ -45,10 +48,6 @@ class Database:
                     for statement in statements_of(statements):
                         db.execute(statement)
                     db.execute(f"PRAGMA user_version={target}")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
 
     def schema_version(self) -> int:
         with self._read() as db:
@@ -65,7 +64,7 @@ class Database:
             db.row_factory = sqlite3.Row
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA busy_timeout=30000")
-            self._local.db, self._local.pid = db, os.getpid()
+            self._local.db, self._local.pid, self._local.after_commit = db, os.getpid(), []
         return db
 
     @contextmanager
@@ -73,15 +72,46 @@ class Database:
         yield self._connection()
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction: everything written inside commits together, or nothing on an error.
+
+        One opened inside another (in the same thread) is a savepoint of it: its error undoes its own
+        writes, and they commit with the outer transaction. So several writes, of one webhook for example,
+        cost one commit and one turn of the write lock.
+        """
         db = self._connection()
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            yield db
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
+        if db.in_transaction:
+            callbacks = len(self._local.after_commit)
+            db.execute("SAVEPOINT nested")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK TO nested")
+                db.execute("RELEASE nested")
+                del self._local.after_commit[callbacks:]  # they belonged to the writes undone
+                raise
+            db.execute("RELEASE nested")
+            return
+        with self._write_lock:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                self._local.after_commit.clear()
+                raise
+            db.execute("COMMIT")
+        callbacks, self._local.after_commit = self._local.after_commit, []
+        for callback in callbacks:
+            callback()
+
+    def after_commit(self, callback: Callable[[], object]) -> None:
+        """Call `callback` once this thread's open transaction has committed (never, if it rolls back), or
+        now when none is open: e.g. hand a job to a worker only once the worker can read the job's row."""
+        if self._connection().in_transaction:
+            self._local.after_commit.append(callback)
+        else:
+            callback()
 
 
 def chunks(values: Sequence[int]) -> Iterator[list[int]]:

@@ -29,7 +29,7 @@ class JobQueue(Database):
         needs_job: bool = True,
     ) -> int:
         """Store a webhook event; one that needs no job is marked handled at once (handled_by = 0)."""
-        with self._write() as db:
+        with self.transaction() as db:
             cursor = db.execute(
                 "INSERT INTO events (project_id, action, task_ids, annotation_ids, received_at, handled_by) "
                 "VALUES (?,?,?,?,?,?)",
@@ -83,7 +83,7 @@ class JobQueue(Database):
         is older than `stale_after` seconds belonged to a dead worker and is marked failed.
         """
         now = time.time()
-        with self._write() as db:
+        with self.transaction() as db:
             db.execute(
                 "UPDATE jobs SET status='failed', error='worker stopped responding', finished_at=? "
                 "WHERE project_id=? AND status='running' AND heartbeat_at < ?",
@@ -105,7 +105,7 @@ class JobQueue(Database):
     def start_job(self, job_id: int) -> dict[str, Any] | None:
         """Mark a queued job running and snapshot the events it covers; None if it is not queued."""
         now = time.time()
-        with self._write() as db:
+        with self.transaction() as db:
             row = db.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
             if row is None or row["status"] != "queued":
                 return None
@@ -134,7 +134,7 @@ class JobQueue(Database):
             raise ValueError(f"unknown job field {sorted(unknown)[0]!r}")
         fields["heartbeat_at"] = time.time()
         assignments = ", ".join(f"{name}=?" for name in fields)
-        with self._write() as db:
+        with self.transaction() as db:
             db.execute(f"UPDATE jobs SET {assignments} WHERE id=?", [*fields.values(), job_id])
 
     def finish_job(self, job_id: int, status: str, error: str | None = None) -> None:
@@ -142,7 +142,7 @@ class JobQueue(Database):
         if status not in ("done", "failed", "skipped"):
             raise ValueError(f"unknown final job status {status!r}")
         now = time.time()
-        with self._write() as db:
+        with self.transaction() as db:
             row = db.execute("SELECT project_id, last_event_id FROM jobs WHERE id=?", (job_id,)).fetchone()
             db.execute(
                 "UPDATE jobs SET status=?, error=?, finished_at=?, heartbeat_at=?, "
@@ -157,7 +157,7 @@ class JobQueue(Database):
 
     def interrupt_active_jobs(self) -> list[int]:
         """Mark every queued/running job failed (their in-process worker is gone); return their projects."""
-        with self._write() as db:
+        with self.transaction() as db:
             rows = db.execute("SELECT DISTINCT project_id FROM jobs WHERE status IN ('queued','running')").fetchall()
             db.execute(
                 "UPDATE jobs SET status='failed', error='interrupted: the server stopped', finished_at=? "

@@ -19,7 +19,7 @@ class ProjectData(Database):
         self, project_id: int, label_config: str, interface: dict[str, Any] | None, error: str | None
     ) -> bool:
         """Store a project's label config; True when it differs from the stored one."""
-        with self._write() as db:
+        with self.transaction() as db:
             row = db.execute("SELECT label_config FROM projects WHERE project_id=?", (project_id,)).fetchone()
             changed = row is None or row["label_config"] != label_config
             db.execute(
@@ -52,7 +52,7 @@ class ProjectData(Database):
 
     def reserve_version(self, project_id: int) -> str:
         """A model version name never used before for this project (even by failed jobs)."""
-        with self._write() as db:
+        with self.transaction() as db:
             db.execute(
                 "INSERT INTO projects (project_id, version_counter, updated_at) VALUES (?,1,?) "
                 "ON CONFLICT(project_id) DO UPDATE SET version_counter=version_counter+1",
@@ -64,7 +64,7 @@ class ProjectData(Database):
     def remember_annotations(self, project_id: int, pairs: Iterable[tuple[int, int]]) -> None:
         """Record annotation id -> task id of this project, so a later deletion event (ids only) can name
         its tasks."""
-        with self._write() as db:
+        with self.transaction() as db:
             db.executemany(
                 "INSERT OR REPLACE INTO annotations (project_id, annotation_id, task_id) VALUES (?,?,?)",
                 [(project_id, annotation_id, task_id) for annotation_id, task_id in pairs],
@@ -88,7 +88,7 @@ class ProjectData(Database):
     def commit_model(self, project_id: int, model: dict[str, Any], ranking_rows: Sequence[dict[str, Any]]) -> None:
         """Atomically: add the model version, replace the project's ranking, make the version current."""
         now = time.time()
-        with self._write() as db:
+        with self.transaction() as db:
             db.execute(
                 "INSERT OR REPLACE INTO models (project_id, model_version, created_at, checkpoint, n_labels, "
                 "n_pool, holdout_accuracy, classes, strategy_weights, cost_report, report, job_id) "
@@ -207,7 +207,7 @@ class ProjectData(Database):
         A job calls it with the tasks it just listed, so a deletion is acted on only once LS confirms it.
         """
         keep = set(listed_task_ids)
-        with self._write() as db:
+        with self.transaction() as db:
             ranked = [row[0] for row in db.execute("SELECT task_id FROM rankings WHERE project_id=?", (project_id,))]
             gone = [task_id for task_id in ranked if task_id not in keep]
             db.executemany("DELETE FROM rankings WHERE project_id=? AND task_id=?", [(project_id, t) for t in gone])
@@ -219,7 +219,7 @@ class ProjectData(Database):
         self, project_id: int, labels_digest: str, model: dict[str, Any], ranking_rows: Sequence[dict[str, Any]]
     ) -> None:
         """Keep a trained model and its ranking until they are in LS (replaces an older pending one)."""
-        with self._write() as db:
+        with self.transaction() as db:
             db.execute(
                 "INSERT OR REPLACE INTO pending_pushes (project_id, model_version, labels_digest, model, ranking, "
                 "created_at) VALUES (?,?,?,?,?,?)",
@@ -249,7 +249,7 @@ class ProjectData(Database):
         return row[0] if row else None
 
     def drop_pending_push(self, project_id: int) -> None:
-        with self._write() as db:
+        with self.transaction() as db:
             db.execute("DELETE FROM pending_pushes WHERE project_id=?", (project_id,))
 
     # -- media that could not be used -------------------------------------------------------------------
@@ -257,7 +257,7 @@ class ProjectData(Database):
     def record_media_failures(self, project_id: int, job_id: int | None, failures: Sequence[dict[str, Any]]) -> None:
         """Replace the project's list of unusable items with this job's: [{task_id, kind, reason}]."""
         now = time.time()
-        with self._write() as db:
+        with self.transaction() as db:
             db.execute("DELETE FROM media_failures WHERE project_id=?", (project_id,))
             db.executemany(
                 "INSERT OR REPLACE INTO media_failures (project_id, task_id, kind, reason, job_id, recorded_at) "
@@ -289,7 +289,7 @@ class ProjectData(Database):
         """
         now = time.time()
         pairs = [(task, float(s)) for task, s in observed.items() if finite(s) is not None and float(s) > 0]
-        with self._write() as db:
+        with self.transaction() as db:
             before = db.total_changes
             db.executemany(
                 "INSERT OR IGNORE INTO label_costs (project_id, task_id, model_version, predicted_seconds, "
