@@ -6,7 +6,8 @@ autoal bench ...            (see `autoal bench --help`)
 
 `autoal serve` runs the app in one process under waitress: its event loop reads every request whole
 (headers and body, up to the app's MAX_CONTENT_LENGTH) before a request thread sees it, so slow clients
-cost a socket, not a thread; a request not received completely within --request-timeout seconds is cut.
+cost a socket, not a thread; a request not received completely within --request-timeout seconds
+(AUTOAL_REQUEST_TIMEOUT, default 15) is cut.
 Jobs run in a child process of lower CPU priority (`ls_backend.runners.ThreadRunner`), or on RQ workers.
 """
 
@@ -29,7 +30,7 @@ logger = logging.getLogger(__name__)
 # Request threads only run the app (waitress's event loop reads and writes the sockets): more of them
 # than this only compete for the GIL and SQLite's write lock, which made bursts of webhooks slower
 DEFAULT_THREADS = 4
-DEFAULT_REQUEST_TIMEOUT = 15  # seconds to receive a whole request (headers and body); also the idle timeout
+DEFAULT_REQUEST_TIMEOUT = Settings.request_timeout  # AUTOAL_REQUEST_TIMEOUT's default
 DEFAULT_CONNECTION_LIMIT = 100  # open connections; beyond it new ones wait in the listen backlog
 
 
@@ -52,8 +53,8 @@ def main(argv: list[str] | None = None) -> int:
         "--request-timeout",
         type=int,
         default=None,
-        help=f"seconds a client has to send a whole request, and an idle connection stays open "
-        f"(default {DEFAULT_REQUEST_TIMEOUT})",
+        help="seconds a client has to send a whole request, and an idle connection stays open "
+        f"(default: AUTOAL_REQUEST_TIMEOUT, else {DEFAULT_REQUEST_TIMEOUT})",
     )
     serve.add_argument(
         "--connection-limit",
@@ -74,13 +75,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     setup_logging(settings.log_level)  # one key=value line per event, with project= and job=
     if args.command == "serve":
-        timeout = args.request_timeout or getattr(settings, "request_timeout", DEFAULT_REQUEST_TIMEOUT)
         return serve_forever(
             args.host,
             args.port,
             args.threads,
             settings,
-            request_timeout=timeout,
+            request_timeout=args.request_timeout or settings.request_timeout,
             connection_limit=args.connection_limit,
         )
     return run_worker(settings, burst=args.burst)
@@ -216,11 +216,8 @@ def run_worker(settings: Settings, burst: bool = False) -> int:
     from redis import Redis
     from rq import Queue, Worker
 
-    from ls_backend.runners import DEFAULT_JOB_NICENESS
-
-    niceness = getattr(settings, "job_niceness", DEFAULT_JOB_NICENESS)
-    if niceness > 0:
-        os.nice(niceness)
+    if settings.job_niceness > 0:
+        os.nice(settings.job_niceness)
     connection = Redis.from_url(settings.redis_url)
     worker = Worker([Queue(settings.rq_queue, connection=connection)], connection=connection)
     worker.work(burst=burst, with_scheduler=True, logging_level=settings.log_level)

@@ -5,8 +5,9 @@
 
 `setup_logging(level)` installs the format on the root logger (`autoal serve` and `autoal worker` call it).
 `log_context(project=..., job=...)` adds fields to every line logged inside it, in this thread or task,
-whichever library logs (the engine's lines during a job carry the job's ids too). Fields given with
-``extra={...}`` on one call are added to that line. Tracebacks stay on the line, newlines escaped.
+whichever library logs (the engine's lines during a job carry the job's ids too); `context_fields()` are
+the fields in effect (what a handler that does not format, such as the job process's, must carry along).
+Fields given with ``extra={...}`` on one call are added to that line. Tracebacks stay on the line, newlines escaped.
 `log_requests(app)` writes one line per HTTP request; for /webhook it names the action, project and job.
 """
 
@@ -38,6 +39,11 @@ def log_context(**fields: Any) -> Iterator[None]:
         yield
     finally:
         _context.reset(token)
+
+
+def context_fields() -> Mapping[str, Any]:
+    """The fields `log_context` adds here and now (read-only)."""
+    return _context.get()
 
 
 class LogfmtFormatter(logging.Formatter):

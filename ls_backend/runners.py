@@ -10,9 +10,9 @@ its events stay unhandled until a later job succeeds, so no event is lost.
 The thread runner does not train in the web process: training in a thread there held the GIL and both
 cores, and /webhook answers (LS waits 1 s, never retries) slowed to a p99 of 0.5 s. Its thread hands each
 job to one long-lived child process (`JobProcess`: started on the first job, with the 'spawn' method, at a
-lower CPU priority), forwards the child's log records to the web process's logging, and marks the job
-failed when the child dies (out of memory, a crash) or runs past AUTOAL_JOB_TIMEOUT; the next job gets a
-new child.
+lower CPU priority: AUTOAL_JOB_NICENESS, and AUTOAL_JOB_THREADS threads when set), forwards the
+child's log records to the web process's logging, and marks the job failed when the child dies (out of
+memory, a crash) or runs past AUTOAL_JOB_TIMEOUT; the next job gets a new child.
 """
 
 from __future__ import annotations
@@ -32,13 +32,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ls_backend.jobs import JobOutcome, run_job
-from ls_backend.logs import _context as _log_context_fields
+from ls_backend.logs import context_fields
 from ls_backend.settings import Settings
 from ls_backend.store import Store
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_JOB_NICENESS = 10  # nice increment of the job process and of `autoal worker`: the web threads come first
 JobFunction = Callable[[Settings, Store, int], JobOutcome]
 
 
@@ -110,13 +109,7 @@ class ThreadRunner:
         """`niceness` and `threads` go to the `JobProcess`; `job_function` (a module-level function) runs there."""
         self.settings = settings
         self.store = store
-        self.jobs = JobProcess(
-            settings,
-            store.path,
-            niceness=getattr(settings, "job_niceness", DEFAULT_JOB_NICENESS) if niceness is None else niceness,
-            threads=getattr(settings, "job_threads", None) if threads is None else threads,
-            job_function=job_function,
-        )
+        self.jobs = JobProcess(settings, store.path, niceness=niceness, threads=threads, job_function=job_function)
         self._queue: queue.Queue[int | None] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._timers: dict[int, tuple[float, threading.Timer]] = {}  # project -> (due, timer): one retry each
@@ -239,9 +232,10 @@ class JobProcess:
 
     The child is started with 'spawn' (a fresh interpreter: forking a process that has torch threads is
     unsafe) on the first job and serves every later one. It applies `niceness` (os.nice) and, when given,
-    `threads` (torch, OpenMP and BLAS threads), opens its own Store on `database_path`, and sends back
-    the job's outcome and every log record (re-emitted here, so the web process's logging shows them).
-    It exits when its parent does. `run` is called from one thread at a time.
+    `threads` (torch, OpenMP and BLAS threads), by default the settings' `job_niceness` and `job_threads`;
+    opens its own Store on `database_path`, and sends back the job's outcome and every log record
+    (re-emitted here, so the web process's logging shows them). It exits when its parent does. `run` is
+    called from one thread at a time.
     """
 
     def __init__(
@@ -249,14 +243,14 @@ class JobProcess:
         settings: Settings,
         database_path: Path,
         *,
-        niceness: int = DEFAULT_JOB_NICENESS,
+        niceness: int | None = None,
         threads: int | None = None,
         job_function: JobFunction = run_job,
     ) -> None:
         self.settings = settings
         self.database_path = Path(database_path)
-        self.niceness = niceness
-        self.threads = threads
+        self.niceness = settings.job_niceness if niceness is None else niceness
+        self.threads = settings.job_threads if threads is None else threads
         self.job_function = job_function
         self._context = multiprocessing.get_context("spawn")
         self._process: Any = None
@@ -426,7 +420,7 @@ class _PipeLogHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             fields = dict(record.__dict__)
-            fields.update({k: v for k, v in _log_context_fields.get().items() if k not in fields})
+            fields.update({k: v for k, v in context_fields().items() if k not in fields})
             fields.update(msg=record.getMessage(), args=None, exc_info=None, exc_text=None)
             if record.exc_info:
                 fields["exc"] = logging.Formatter().formatException(record.exc_info)

@@ -44,6 +44,9 @@ class Settings:
     job_retries: int = 3  # AUTOAL_JOB_RETRIES: automatic re-runs after a job fails on LS errors
     job_retry_delay: float = 30.0  # AUTOAL_JOB_RETRY_DELAY: first re-run delay in seconds (doubles)
     job_timeout: int = 3600  # AUTOAL_JOB_TIMEOUT: RQ job timeout, and age after which "running" is stale
+    job_niceness: int = 10  # AUTOAL_JOB_NICENESS: nice increment of the job process and `autoal worker`
+    job_threads: int | None = None  # AUTOAL_JOB_THREADS: torch/OpenMP/BLAS threads of a job; 0 or unset: torch's
+    request_timeout: int = 15  # AUTOAL_REQUEST_TIMEOUT: seconds to receive a whole request; also the idle timeout
     page_size: int = 500  # AUTOAL_PAGE_SIZE: tasks per page when listing a project
     import_batch: int = 1000  # AUTOAL_IMPORT_BATCH: predictions per bulk import request
     predict_max_unscored: int = 1000  # AUTOAL_PREDICT_MAX_UNSCORED: unranked tasks scored per /predict call
@@ -109,6 +112,9 @@ class Settings:
             job_retries=reader.integer("AUTOAL_JOB_RETRIES", 3, minimum=0),
             job_retry_delay=reader.number("AUTOAL_JOB_RETRY_DELAY", 30.0, minimum=0.0),
             job_timeout=reader.integer("AUTOAL_JOB_TIMEOUT", 3600, minimum=10),
+            job_niceness=reader.integer("AUTOAL_JOB_NICENESS", 10, minimum=0),
+            job_threads=reader.integer("AUTOAL_JOB_THREADS", 0, minimum=0) or None,
+            request_timeout=reader.integer("AUTOAL_REQUEST_TIMEOUT", 15, minimum=1),
             page_size=reader.integer("AUTOAL_PAGE_SIZE", 500, minimum=1),
             import_batch=reader.integer("AUTOAL_IMPORT_BATCH", 1000, minimum=1),
             predict_max_unscored=reader.integer("AUTOAL_PREDICT_MAX_UNSCORED", 1000, minimum=0),

@@ -37,6 +37,15 @@ def test_serve_passes_host_port_threads_and_the_request_limits(monkeypatch):
     assert cli.main(["serve", "--port", "1", "--request-timeout", "7", "--connection-limit", "20"]) == 0
     assert calls[0] == (("127.0.0.1", 9191, 3), {"request_timeout": 15, "connection_limit": 100})
     assert calls[1] == (("0.0.0.0", 1, 4), {"request_timeout": 7, "connection_limit": 20})
+    monkeypatch.setenv("AUTOAL_REQUEST_TIMEOUT", "9")
+    assert cli.main(["serve"]) == 0 and cli.main(["serve", "--request-timeout", "3"]) == 0
+    assert [kwargs["request_timeout"] for _, kwargs in calls[2:]] == [9, 3]  # the flag wins over the variable
+
+
+def test_a_bad_request_timeout_stops_before_serving(monkeypatch, capsys):
+    monkeypatch.setenv("AUTOAL_REQUEST_TIMEOUT", "-5")
+    assert cli.main(["serve"]) == 2
+    assert "configuration error: AUTOAL_REQUEST_TIMEOUT must be >= 1, got -5" in capsys.readouterr().err
 
 
 def test_version_is_printed(capsys):

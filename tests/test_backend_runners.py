@@ -98,6 +98,16 @@ def test_jobs_run_in_one_long_lived_child_process_at_a_lower_priority(settings, 
     assert runner.jobs.pid is None  # stop() ended the child
 
 
+def test_the_job_process_takes_its_priority_and_threads_from_the_settings(tmp_path):
+    settings = Settings(model_dir=tmp_path, job_niceness=7, job_threads=2)
+    store = Store(settings.database_path)
+    jobs = ThreadRunner(settings, store).jobs
+    assert (jobs.niceness, jobs.threads) == (7, 2)
+    jobs = ThreadRunner(settings, store, niceness=0, threads=1).jobs
+    assert (jobs.niceness, jobs.threads) == (0, 1)
+    assert jobs.pid is None  # nothing started before the first job
+
+
 @pytest.mark.parametrize(
     ("project_id", "message"),
     [(1, "the job process exited with code 3"), (2, "the job process was killed by SIGKILL (out of memory?)")],

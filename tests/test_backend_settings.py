@@ -19,6 +19,13 @@ def test_defaults_without_environment():
     assert settings.label_studio_url is None  # no job runs until the operator names its Label Studio
     assert settings.allow_anonymous is False
     assert settings.max_request_bytes == 8_000_000
+    assert (settings.job_niceness, settings.job_threads, settings.request_timeout) == (10, None, 15)
+
+
+def test_job_process_and_server_limits():
+    settings = Settings.from_env({"AUTOAL_JOB_NICENESS": "0", "AUTOAL_JOB_THREADS": "2", "AUTOAL_REQUEST_TIMEOUT": "7"})
+    assert (settings.job_niceness, settings.job_threads, settings.request_timeout) == (0, 2, 7)
+    assert Settings.from_env({"AUTOAL_JOB_THREADS": "0"}).job_threads is None  # 0: torch's default
 
 
 def test_names_users_know_and_fallbacks():
@@ -58,6 +65,12 @@ def test_names_users_know_and_fallbacks():
         ("AUTOAL_MEDIA_ALLOWED_HOSTS", "a.com,bad/x", "AUTOAL_MEDIA_ALLOWED_HOSTS: invalid entry 'bad/x'"),
         ("AUTOAL_ALLOW_ANONYMOUS", "sure", "AUTOAL_ALLOW_ANONYMOUS must be true or false"),
         ("AUTOAL_MAX_REQUEST_BYTES", "100", "AUTOAL_MAX_REQUEST_BYTES must be >= 65536"),
+        ("AUTOAL_JOB_NICENESS", "-1", "AUTOAL_JOB_NICENESS must be >= 0, got -1"),
+        ("AUTOAL_JOB_NICENESS", "low", "AUTOAL_JOB_NICENESS must be an integer, got 'low'"),
+        ("AUTOAL_JOB_THREADS", "-2", "AUTOAL_JOB_THREADS must be >= 0, got -2"),
+        ("AUTOAL_JOB_THREADS", "1.5", "AUTOAL_JOB_THREADS must be an integer, got '1.5'"),
+        ("AUTOAL_REQUEST_TIMEOUT", "0", "AUTOAL_REQUEST_TIMEOUT must be >= 1, got 0"),
+        ("AUTOAL_REQUEST_TIMEOUT", "soon", "AUTOAL_REQUEST_TIMEOUT must be an integer, got 'soon'"),
     ],
 )
 def test_malformed_values_name_the_variable(name, value, message):
