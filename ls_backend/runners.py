@@ -4,7 +4,8 @@
 Both runners run the same `ls_backend.jobs.run_job`. `request_job` is how the web app asks for work:
 the store coalesces requests (one queued job per project at most), so a burst of webhook events while
 a job runs gives exactly one more job. A job that failed because LS was unavailable is requested again
-after a delay that doubles, up to AUTOAL_JOB_RETRIES times, with at most one pending retry per project;
+after a delay that doubles, up to AUTOAL_JOB_RETRIES times (`Settings.job_retry_policy`, a
+`ls_backend.retry.RetryPolicy` as for LS calls), with at most one pending retry per project;
 its events stay unhandled until a later job succeeds, so no event is lost.
 
 The thread runner does not train in the web process: training in a thread there held the GIL and both
@@ -67,11 +68,15 @@ def request_job(store: Store, runner: Runner, settings: Settings, project_id: in
 
 
 def retry_delay(store: Store, settings: Settings, project_id: int, outcome: JobOutcome) -> float | None:
-    """Seconds until a failed job is tried again, or None when it should not be retried automatically."""
+    """Seconds until a failed job is tried again, or None when it should not be retried automatically.
+
+    The delay is the settings' `job_retry_policy`'s for the retry this would be (the failed jobs in a row).
+    """
     if not outcome.retryable:
         return None
+    policy = settings.job_retry_policy
     failures = store.consecutive_failures(project_id)
-    if failures > settings.job_retries:
+    if failures > policy.retries:
         logger.error(
             "project %s: %s failed jobs in a row; waiting for the next event",
             project_id,
@@ -79,7 +84,7 @@ def retry_delay(store: Store, settings: Settings, project_id: int, outcome: JobO
             extra={"project": project_id},
         )
         return None
-    return settings.job_retry_delay * 2 ** max(failures - 1, 0)
+    return policy.delay(failures)
 
 
 def retry_job(store: Store, runner: Runner, settings: Settings, project_id: int) -> dict:

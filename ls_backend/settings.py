@@ -9,12 +9,15 @@ Names users of the Label Studio ML backend know keep their meaning (``LABEL_STUD
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+
+from ls_backend.retry import RetryPolicy
 
 PRIORITY_VIEW_TITLE = "AutoAL priority"
 
@@ -57,6 +60,12 @@ class Settings:
     @property
     def basic_auth_enabled(self) -> bool:
         return bool(self.basic_auth_user) and bool(self.basic_auth_pass)
+
+    @property
+    def job_retry_policy(self) -> RetryPolicy:
+        """Re-runs of a job that failed because LS was unavailable: AUTOAL_JOB_RETRIES of them, the first after
+        AUTOAL_JOB_RETRY_DELAY seconds, each delay twice the one before (no cap)."""
+        return RetryPolicy(retries=self.job_retries, first_delay=self.job_retry_delay, max_delay=math.inf)
 
     @property
     def database_path(self) -> Path:

@@ -6,9 +6,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from ls_backend.jobs import JobOutcome
 from ls_backend.labelstudio import LabelStudioClient, LabelStudioError, LabelStudioUnavailable
 from ls_backend.retry import RetryPolicy
+from ls_backend.runners import retry_delay
 from ls_backend.settings import Settings
+from ls_backend.store import Store
 from ls_backend.webhook_auth import WebhookAuthPatcher
 
 
@@ -16,6 +19,21 @@ def test_delays_grow_by_the_factor_up_to_the_cap():
     policy = RetryPolicy(retries=5, first_delay=1.0, factor=2.0, max_delay=5.0)
     assert [policy.delay(n) for n in range(1, 6)] == [1.0, 2.0, 4.0, 5.0, 5.0]
     assert policy.tries == 6
+
+
+def test_job_re_runs_wait_as_the_settings_policy_says(tmp_path):
+    settings = Settings(model_dir=tmp_path, job_retries=2, job_retry_delay=1000.0)  # above RetryPolicy's cap
+    store = Store(settings.database_path)
+    ls_down = JobOutcome("failed", "Label Studio did not answer", retryable=True)
+    delays = []
+    for _ in range(3):
+        job_id, _ = store.request_job(1, "retry", stale_after=60)
+        store.start_job(job_id)
+        store.finish_job(job_id, "failed", ls_down.message)
+        delays.append(retry_delay(store, settings, 1, ls_down))
+    policy = settings.job_retry_policy
+    assert delays == [policy.delay(1), policy.delay(2), None] == [1000.0, 2000.0, None]  # then the next event
+    assert retry_delay(store, settings, 1, JobOutcome("failed", "bad label config")) is None  # not retryable
 
 
 def test_call_retries_transient_errors_only():

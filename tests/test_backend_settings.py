@@ -28,6 +28,12 @@ def test_job_process_and_server_limits():
     assert Settings.from_env({"AUTOAL_JOB_THREADS": "0"}).job_threads is None  # 0: torch's default
 
 
+def test_job_retry_policy_doubles_the_first_delay_without_a_cap():
+    policy = Settings(job_retries=3, job_retry_delay=1000.0).job_retry_policy
+    assert policy.retries == 3
+    assert [policy.delay(n) for n in (1, 2, 3)] == [1000.0, 2000.0, 4000.0]
+
+
 def test_names_users_know_and_fallbacks():
     settings = Settings.from_env(
         {
