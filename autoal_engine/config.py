@@ -8,7 +8,8 @@ corrected default can be measured against it.
 
 Sections: `model` (task model and its training), `mixture` (how the candidates' scores combine),
 `holdout` (the two cross-fitted FitNets behind the held-out accuracy), `search` (the opt-in AutoAL
-strategy search), `cost` (label costs); the candidate list, batch settings and seed are top-level.
+strategy search), `cost` (label costs), `tuning` (the task model's configuration tuned from the labels); the
+candidate list, batch settings and seed are top-level.
 
 Every config round-trips through `to_dict()` / `from_dict()`. `validate()` (called by `from_dict` and by
 `Engine`) raises a `ValueError` naming the field, the value given and what is allowed, e.g.
@@ -48,17 +49,36 @@ DEFAULT_STRATEGIES: tuple[str, ...] = (
 class ModelConfig:
     """Task model (and FitNet) backbone and training recipe."""
 
-    backbone: str = "small_cnn"  # "small_cnn" | "resnet18"
+    # the model family: "small_cnn" | "resnet18" (trained end to end) | "frozen" (a frozen feature extractor,
+    # ``features``, and a trained head, ``head``)
+    backbone: str = "small_cnn"
     image_size: int = 32  # inputs are resized to image_size x image_size
     channels: int | None = None  # None: taken from the labeled inputs at fit time (1 gray, 3 RGB)
+    standardize: bool = False  # per-channel (x - mean) / std of the training images; False: (x - 0.5) / 0.25
     embedding_dim: int = 64  # width of the penultimate embedding (small_cnn; resnet18 uses 512)
+    width: int = 16  # small_cnn: channels of the first conv block (the next two have 2x and 4x)
+    # frozen: "pca" (PCA-whitened pixels) | "small_cnn" | "resnet18" (that backbone with the weights of
+    # pretrained_path, frozen; its pooled features)
+    features: str = "pca"
+    pca_components: int = 50  # frozen + pca: at most this many (and fewer than the training images)
+    head: str = "linear"  # frozen: "linear" (embedding = the features) | "mlp" (one hidden ReLU layer)
+    head_hidden: int = 128  # frozen + mlp: hidden width (the embedding)
     dropout: float = 0.3  # dropout before the classifier head; MC-dropout samples only this layer
     pretrained_path: str | None = None  # optional local state_dict for the backbone; never downloaded
-    train_steps: int = 300  # optimizer steps per retrain (independent of the labeled-set size)
+    train_steps: int = 300  # optimizer steps per retrain when ``epochs`` is None (capped for tiny sets)
+    epochs: int | None = None  # passes over the labeled set (steps grow with it); None: ``train_steps``
     batch_size: int = 64
     lr: float = 2e-3
     weight_decay: float = 5e-4
-    augment: bool = True  # random shifts of up to 1/8 of the image while training
+    # training-time augmentation: "none" | "shift" (up to 1/8 of the side) | "shift_crop" (shifts and crops
+    # of 75-100% of the side, resized back); the old true / false still load as "shift" / "none"
+    augment: str = "shift"
+    flip: bool = False  # random horizontal flips (off by default: they change the meaning of some classes)
+    # "cross_entropy" | "label_smoothing" (``label_smoothing``) | "class_balanced" (weights n / (C n_c)) |
+    # "focal" (``focal_gamma``)
+    loss: str = "cross_entropy"
+    label_smoothing: float = 0.1
+    focal_gamma: float = 2.0
     loss_head: bool = True  # LL4AL loss-prediction module trained jointly (spec section 7, LPL)
     loss_head_weight: float = 1.0
     loss_head_detach_at: float = 0.6  # fraction of training after which LPL stops shaping the backbone
@@ -137,6 +157,27 @@ class HoldoutConfig:
 
 
 @dataclass
+class TuningConfig:
+    """Budgeted tuning of the task model's configuration (autoal_engine/tuning/): successive halving over the
+    training epochs, TPE over a hierarchical space (input, family and its parameters, loss), repeated
+    stratified k-fold CV of the labeled set, and guarded adoption (a challenger must beat the incumbent by
+    more than its CV standard error)."""
+
+    enabled: bool = False  # off: every fit trains ``model`` as configured
+    budget_seconds: float = 30.0  # wall seconds of one tuning (the incumbent is always evaluated first)
+    growth_factor: float = 1.5  # tune again when the labeled set has grown by this factor since the last tuning
+    folds: int = 3  # CV folds (fewer when a class has fewer labels; below 2: no tuning)
+    repeats: int = 1  # CV repetitions with other fold assignments
+    families: tuple[str, ...] = ("small_cnn", "frozen")  # model families the space may try (CUDA adds resnet18)
+    flips: bool = False  # whether the space may try horizontal flips
+    min_epochs: int = 20  # the first rung of successive halving (training epochs)
+    max_epochs: int = 180  # the last rung; the adopted configuration trains for its best rung's epochs
+    reduction_factor: int = 3  # eta: a rung keeps the best 1/eta of the trials and trains them eta times longer
+    max_trials: int = 60
+    startup_trials: int = 8  # random trials before TPE models the results
+
+
+@dataclass
 class CostConfig:
     """Label-cost model and value-per-cost priority (spec section 10)."""
 
@@ -154,13 +195,15 @@ class CostConfig:
 @dataclass
 class EngineConfig:
     """Every engine setting, by section: ``model`` (task model), ``mixture`` (how candidates combine),
-    ``holdout`` (the held-out FitNets), ``search`` (the opt-in AutoAL search), ``cost`` (label costs)."""
+    ``holdout`` (the held-out FitNets), ``search`` (the opt-in AutoAL search), ``cost`` (label costs),
+    ``tuning`` (the model's configuration chosen from the labels)."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
     mixture: MixtureConfig = field(default_factory=MixtureConfig)
     holdout: HoldoutConfig = field(default_factory=HoldoutConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     cost: CostConfig = field(default_factory=CostConfig)
+    tuning: TuningConfig = field(default_factory=TuningConfig)
     strategies: tuple[str, ...] = DEFAULT_STRATEGIES
     batch_size: int = 20  # b: labels expected before the next re-rank (sets t and the diverse batch)
     # "kmeans": with several candidates, the first batch_size items of the queue are a diverse batch
@@ -190,6 +233,8 @@ class EngineConfig:
             )
             config.holdout.fitnet_steps = 400
             config.search.iterations = 400
+            config.tuning.budget_seconds = 120.0
+            config.tuning.families = ("small_cnn", "frozen", "resnet18")
         else:
             config.model.device = device
         return config
@@ -223,7 +268,7 @@ class EngineConfig:
         AUTOAL_ENGINE_CONFIG over the full default dict, so an old name there is the user's value)."""
         if not isinstance(data, dict):
             raise ValueError(f"config: expected a mapping, got {data!r} ({type(data).__name__})")
-        data = _move_deprecated(dict(data))
+        data = _legacy_values(_move_deprecated(dict(data)))
         sections = {name: _build(kind, data.pop(name, {}), name) for name, kind in SECTIONS.items()}
         config = _build(cls, data, "config", **sections)
         config.validate()
@@ -242,6 +287,12 @@ class EngineConfig:
             problem = None if value is None else rule(value)
             if problem:
                 raise ValueError(f"{where}: {problem}")
+        if self.tuning.min_epochs > self.tuning.max_epochs:
+            raise ValueError(f"tuning.min_epochs: must be <= tuning.max_epochs ({self.tuning.max_epochs}), "
+                             f"got {self.tuning.min_epochs!r}")
+        if self.model.backbone == "frozen" and self.model.features != "pca" and not self.model.pretrained_path:
+            raise ValueError(f"model.features: {self.model.features!r} needs model.pretrained_path (a local "
+                             "state_dict of that backbone); without one use 'pca'")
 
 
 # --------------------------------------------------------------------------- validation
@@ -284,13 +335,34 @@ def _channels(value: int) -> str | None:
     return None if value in (1, 3) else f"{value!r} is not one of [1, 3] (or null: from the inputs)"
 
 
+def _families(value: tuple[str, ...]) -> str | None:
+    unknown = [family for family in value if family not in FAMILIES]
+    if unknown or not value:
+        return f"{list(value)!r} must be a non-empty list of {list(FAMILIES)}"
+    return None
+
+
 def _not_empty(value: Any) -> str | None:
     return None if len(value) >= 1 else f"at least one strategy is needed, got {list(value)!r}"
 
 
+FAMILIES = ("small_cnn", "resnet18", "frozen")
+AUGMENTATIONS = ("none", "shift", "shift_crop")
+LOSSES = ("cross_entropy", "label_smoothing", "class_balanced", "focal")
+
 # Range checks by field; a None value (an Optional field left unset) is not checked.
 RULES: dict[str, Callable[[Any], str | None]] = {
-    "model.backbone": _one_of("small_cnn", "resnet18"),
+    "model.backbone": _one_of(*FAMILIES),
+    "model.width": _at_least(1),
+    "model.features": _one_of("pca", "small_cnn", "resnet18"),
+    "model.pca_components": _at_least(1),
+    "model.head": _one_of("linear", "mlp"),
+    "model.head_hidden": _at_least(1),
+    "model.epochs": _at_least(1),
+    "model.augment": _one_of(*AUGMENTATIONS),
+    "model.loss": _one_of(*LOSSES),
+    "model.label_smoothing": _within(0, 1, "[)"),
+    "model.focal_gamma": _at_least(0),
     "model.image_size": _at_least(8),
     "model.channels": _channels,
     "model.embedding_dim": _at_least(1),
@@ -316,6 +388,16 @@ RULES: dict[str, Callable[[Any], str | None]] = {
     "search.iterations": _at_least(1),
     "search.fitnet_every": _at_least(1),
     "search.hidden": _at_least(1),
+    "tuning.budget_seconds": _at_least(0),
+    "tuning.growth_factor": _above(1),
+    "tuning.folds": _at_least(2),
+    "tuning.repeats": _at_least(1),
+    "tuning.families": _families,
+    "tuning.min_epochs": _at_least(1),
+    "tuning.max_epochs": _at_least(1),
+    "tuning.reduction_factor": _at_least(2),
+    "tuning.max_trials": _at_least(1),
+    "tuning.startup_trials": _at_least(0),
     "cost.gamma": _within(0, 1, "[]"),
     "cost.clip_quantile": _within(0, 1, "(]"),
     "cost.max_seconds": _above(0),
@@ -378,6 +460,7 @@ SECTIONS: dict[str, type] = {
     "holdout": HoldoutConfig,
     "search": SearchConfig,
     "cost": CostConfig,
+    "tuning": TuningConfig,
 }
 
 # Renamed fields, old -> new; from_dict reads the old names for one release after 0.1.0, with a warning
@@ -407,6 +490,14 @@ def _move_deprecated(data: dict[str, Any]) -> dict[str, Any]:
                         old, values[old_name], new, target[new_name], old)
         log.warning("config field %s is deprecated; use %s", old, new)
         target[new_name] = values.pop(old_name)
+    return data
+
+
+def _legacy_values(data: dict[str, Any]) -> dict[str, Any]:
+    """Values of an older type that still load: ``model.augment`` true / false -> "shift" / "none"."""
+    model = data.get("model")
+    if isinstance(model, dict) and isinstance(model.get("augment"), bool):
+        data["model"] = {**model, "augment": "shift" if model["augment"] else "none"}
     return data
 
 

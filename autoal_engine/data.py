@@ -54,6 +54,16 @@ class ImageSource:
                     return 3
         return 1
 
+    def native_side(self, sample: int = 100) -> int:
+        """The images' own resolution: the shorter side (for files, the median over the first ``sample``)."""
+        if self._array is not None:
+            return int(min(self._array.shape[-2:]))
+        sides = []
+        for path in (self._paths or [])[:sample]:
+            with _open(path, self.name) as image:
+                sides.append(min(image.size))
+        return int(np.median(sides))
+
     def load(self, start: int, stop: int, size: int, channels: int) -> torch.Tensor:
         """Images start..stop as a float32 tensor (n, channels, size, size) in [0, 1]."""
         if self._array is not None:

@@ -19,6 +19,7 @@ rank:
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 import math
@@ -40,7 +41,7 @@ from autoal_engine.cost import CostModel
 from autoal_engine.data import ImageSource, check_costs, check_labels
 from autoal_engine.errors import NotFittedError
 from autoal_engine.mixture import equal_weight_benefit, equal_weights, mixture, mixture_weights, normalize_candidates
-from autoal_engine.models import TaskModel, embed, pool_outputs, resolve_device, steps_for, train_model
+from autoal_engine.models import TaskModel, embed, pool_outputs, resolve_device, train_model, training_steps
 from autoal_engine.ranking import Ranking
 from autoal_engine.search import (
     SearchRecords,
@@ -51,6 +52,8 @@ from autoal_engine.search import (
     searchnet_from_state,
 )
 from autoal_engine.strategies import check_strategy_names, needs_mc_dropout, score_matrix
+from autoal_engine.tuning import TuningOutcome, TuningState, apply_recipe, due
+from autoal_engine.tuning import tune as tune_model
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +81,8 @@ class Engine:
         self.cost_model = CostModel(self.config.cost)
         self.cost_basis = (np.zeros(0, np.float32), np.zeros((0, 0), np.float32))  # PCA mean, components
         self.report: dict[str, Any] = {}
+        self.tuning_state = TuningState()  # the incumbent model configuration, handed from fit to fit
+        self.model_config = self.config.model  # what the task model is trained with: config.model + the recipe
 
     @property
     def is_fitted(self) -> bool:
@@ -85,10 +90,14 @@ class Engine:
 
     # ------------------------------------------------------------------ fit
 
-    def fit(self, inputs, labels, costs=None, *, classes=None, pool_size: int | None = None) -> Engine:
+    def fit(self, inputs, labels, costs=None, *, classes=None, pool_size: int | None = None,
+            tuning_state: TuningState | None = None, tune: bool = False) -> Engine:
         """Train on labeled inputs. ``costs``: observed seconds per input (NaN unknown);
         ``classes``: the full ordered class list (default: the sorted labels seen);
-        ``pool_size``: size of the unlabeled pool, which sets the selection ratio t."""
+        ``pool_size``: size of the unlabeled pool, which sets the selection ratio t;
+        ``tuning_state``: the previous fit's ``engine.tuning_state`` (the incumbent model configuration and
+        when it was tuned; default: this engine's own); ``tune``: tune now even if no tuning is due
+        (with ``tuning.enabled``)."""
         started = time.perf_counter()
         source = ImageSource(inputs, "inputs")
         classes, y = check_labels(labels, len(source), classes)
@@ -98,24 +107,31 @@ class Engine:
         config, seed = self.config, self.config.seed
         self.classes = classes
         self.channels = config.model.channels or source.channels()
-        images = source.load_all(config.model.image_size, self.channels)
+        tuning = self._tune(source, y, tuning_state if tuning_state is not None else self.tuning_state, tune)
+        model_config = self.model_config
+        tuned = time.perf_counter()
+        images = source.load_all(model_config.image_size, self.channels)
         torch.manual_seed(seed)
         np.random.seed(seed)
 
-        model = TaskModel(config.model, self.channels, len(classes))
-        train_model(model, images, torch.from_numpy(y), config.model,
-                    steps_for(len(y), config.model.train_steps), seed, self.device)
-        logits, embeddings, _ = embed(model, _tensor_source(images), config.model, self.channels, self.device)
+        model = TaskModel(model_config, self.channels, len(classes))
+        train_model(model, images, torch.from_numpy(y), model_config, training_steps(model_config, len(y)), seed,
+                    self.device)
+        logits, embeddings, _ = embed(model, _tensor_source(images), model_config, self.channels, self.device)
         trained = time.perf_counter()
 
         self.cost_basis = _principal_basis(embeddings, config.cost.features)
         self.cost_model = CostModel(config.cost).fit(_project(embeddings, self.cost_basis), seconds)
 
         ratio = self._ratio(pool_size)
+        search = config.search.enabled and len(config.strategies) > 1
         records, holdout = None, None
-        if self._can_cross_fit(y):
-            search = config.search.enabled and len(config.strategies) > 1
+        holdout_source = None
+        if tuning.cv is not None and not search:  # the tuning's CV measured this configuration already
+            holdout, holdout_source = tuning.cv.mean, "tuning_cv"
+        elif self._can_cross_fit(y):
             records, holdout = self._cross_fit(images, y, ratio, score=search)
+            holdout_source = "fitnets" if holdout is not None else None
         simulated = time.perf_counter()
         self.search = run_search(records, config.search, seed, self.channels) if records else None
         searched = time.perf_counter()
@@ -131,6 +147,9 @@ class Engine:
             "classes": [str(c) for c in classes],
             "train_accuracy": float((logits.argmax(1) == y).mean()),
             "holdout_accuracy": holdout,
+            "holdout_source": holdout_source,  # "fitnets" (two halves) | "tuning_cv" (k-fold CV of the tuning)
+            "model_config": dataclasses.asdict(model_config),
+            "tuning": tuning.report,
             "selection_ratio": ratio,
             "search_used": self.search is not None,
             "mean_strategy_weights": {n: float(w) for n, w in zip(config.strategies, weights, strict=True)},
@@ -141,7 +160,8 @@ class Engine:
             },
             "cost": self.cost_model.report(),
             "timings": {
-                "train_seconds": trained - started,
+                "tuning_seconds": tuned - started,
+                "train_seconds": trained - tuned,
                 "simulated_round_seconds": simulated - trained,
                 "search_seconds": searched - simulated,
                 "fit_seconds": searched - started,
@@ -151,6 +171,21 @@ class Engine:
         log.info("fitted %s on %d labels in %.1fs (search %s)", self.version, len(y), searched - started,
                  "used" if self.search else "skipped")
         return self
+
+    def _tune(self, source: ImageSource, y: np.ndarray, state: TuningState, force: bool) -> TuningOutcome:
+        """Tune the model configuration when due (tuning/), else keep the incumbent; sets model_config and
+        tuning_state."""
+        run, why = due(state, len(y), self.config.tuning, force)
+        if run:
+            outcome = tune_model(source, y, len(self.classes), self.config.model, state, self.config.tuning,
+                                 self.channels, self.config.seed, self.device)
+            tuned_at = len(y) if outcome.report["ran"] else state.tuned_at
+            self.tuning_state = TuningState(outcome.recipe, tuned_at)
+        else:
+            outcome = TuningOutcome(dict(state.recipe), {"ran": False, "reason": why}, None)
+            self.tuning_state = TuningState(dict(state.recipe), state.tuned_at)
+        self.model_config = apply_recipe(self.config.model, self.tuning_state.recipe)
+        return outcome
 
     def _ratio(self, pool_size: int | None) -> float:
         if self.config.mixture.selection_ratio is not None:
@@ -189,20 +224,20 @@ class Engine:
         for group, (train_idx, eval_idx) in enumerate([halves, halves[::-1]]):
             if len(np.unique(y[train_idx])) < 2 or len(eval_idx) < 2:
                 return None, None
-            fitnet = TaskModel(config.model, self.channels, len(self.classes))
-            train_model(fitnet, images[train_idx], torch.from_numpy(y[train_idx]), config.model,
-                        steps_for(len(train_idx), config.holdout.fitnet_steps), config.seed + 1 + group,
-                        self.device)
+            fitnet = TaskModel(self.model_config, self.channels, len(self.classes))
+            train_model(fitnet, images[train_idx], torch.from_numpy(y[train_idx]), self.model_config,
+                        training_steps(self.model_config, len(train_idx), config.holdout.fitnet_steps),
+                        config.seed + 1 + group, self.device)
             labels = y[eval_idx]
             if not score:
-                logits, _, _ = embed(fitnet, _tensor_source(images[eval_idx]), config.model, self.channels,
+                logits, _, _ = embed(fitnet, _tensor_source(images[eval_idx]), self.model_config, self.channels,
                                      self.device)
                 correct += int((logits.argmax(1) == labels).sum())
                 continue
-            _, train_embeddings, _ = embed(fitnet, _tensor_source(images[train_idx]), config.model,
+            _, train_embeddings, _ = embed(fitnet, _tensor_source(images[train_idx]), self.model_config,
                                            self.channels, self.device)
             batch = max(2, math.ceil(ratio * len(eval_idx)))
-            outputs = pool_outputs(fitnet, _tensor_source(images[eval_idx]), config.model, self.channels,
+            outputs = pool_outputs(fitnet, _tensor_source(images[eval_idx]), self.model_config, self.channels,
                                    self.device, train_embeddings, batch, config.seed + group, self._mc_samples())
             candidates = normalize_candidates(self._scores(outputs), config.mixture.candidate_scores, ratio)
             correct += int((outputs.probs.argmax(1) == labels).sum())
@@ -237,7 +272,7 @@ class Engine:
         config = self.config
         source = ImageSource(pool, "pool")
         known = check_costs(known_costs, len(source), "known_costs")
-        outputs = pool_outputs(self.model, source, config.model, self.channels, self.device,
+        outputs = pool_outputs(self.model, source, self.model_config, self.channels, self.device,
                                self.labeled_embeddings, config.batch_size, config.seed, self._mc_samples())
         ratio = self._ratio(len(source))
         candidates = normalize_candidates(self._scores(outputs), config.mixture.candidate_scores, ratio)
@@ -266,7 +301,7 @@ class Engine:
         )
 
     def _mc_samples(self) -> int:
-        return self.config.model.mc_samples if needs_mc_dropout(self.config.strategies) else 0
+        return self.model_config.mc_samples if needs_mc_dropout(self.config.strategies) else 0
 
     def _scores(self, outputs) -> np.ndarray:
         """Raw candidate scores (N, K). BLAS is held to one thread: the strategies' matrix products are
@@ -282,11 +317,11 @@ class Engine:
         meta = torch.from_numpy(meta_features(outputs, candidates))
         chunks = []
         with torch.no_grad():
-            for start in range(0, len(meta), self.config.model.inference_batch_size):
-                stop = start + self.config.model.inference_batch_size
+            for start in range(0, len(meta), self.model_config.inference_batch_size):
+                stop = start + self.model_config.inference_batch_size
                 images = None
                 if self.config.search.searchnet_input == "image":
-                    images = source.load(start, min(stop, len(meta)), self.config.model.image_size, self.channels)
+                    images = source.load(start, min(stop, len(meta)), self.model_config.image_size, self.channels)
                 logits, _ = net(meta[start:stop], images)
                 chunks.append(mixture_weights(logits, self.config.search.weighting))
         return torch.cat(chunks).numpy().astype(np.float32)
@@ -300,7 +335,7 @@ class Engine:
         """The task model's probabilities (N, C) and penultimate embeddings (N, D) for inputs."""
         self._require_fitted()
         source = ImageSource(inputs, "inputs")
-        logits, embeddings, _ = embed(self.model, source, self.config.model, self.channels, self.device)
+        logits, embeddings, _ = embed(self.model, source, self.model_config, self.channels, self.device)
         return torch.softmax(torch.from_numpy(logits), dim=1).numpy(), embeddings
 
     def _require_fitted(self) -> None:
@@ -327,6 +362,7 @@ class Engine:
             "cost_basis": [torch.from_numpy(a) for a in self.cost_basis],
             "search": None if self.search is None else _to_tensors(vars(self.search)),
             "report": self.report,
+            "tuning_state": self.tuning_state.to_dict(),
         }
         buffer = io.BytesIO()
         torch.save(state, buffer)
@@ -357,8 +393,10 @@ class Engine:
         engine.version = state["version"]
         engine.classes = tuple(state["classes"])
         engine.channels = state["channels"]
-        engine.model = TaskModel(config.model, engine.channels, len(engine.classes))
-        engine.model.load_state_dict(state["model"])
+        engine.tuning_state = TuningState.from_dict(state.get("tuning_state"))
+        engine.model_config = apply_recipe(config.model, engine.tuning_state.recipe)
+        engine.model = TaskModel(engine.model_config, engine.channels, len(engine.classes))
+        _load_model_state(engine.model, state["model"])
         engine.model.to(engine.device).eval()
         engine.labeled_embeddings = state["labeled_embeddings"].numpy()
         engine.labeled_labels = state["labeled_labels"].numpy()
@@ -367,6 +405,16 @@ class Engine:
         engine.search = None if state["search"] is None else SearchResult(**_to_numpy(state["search"]))
         engine.report = state["report"]
         return engine
+
+
+def _load_model_state(model: TaskModel, state: dict[str, torch.Tensor]) -> None:
+    """Load a task model's weights; checkpoints written before the input normalization became buffers lack
+    them and keep the defaults ((x - 0.5) / 0.25, which they were trained with)."""
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [key for key in missing if key not in ("input_mean", "input_std")]
+    if missing or unexpected:
+        raise ValueError(f"directory: the saved task model does not match its configuration (missing {missing}, "
+                         f"unexpected {unexpected})")
 
 
 def _tensor_source(images: torch.Tensor) -> ImageSource:

@@ -5,9 +5,13 @@ module (Yoo & Kweon, "Learning Loss for Active Learning", CVPR 2019) that reads 
 features. The dropout sits right before the head so MC-dropout (Gal et al., ICML 2017) runs T stochastic
 passes through the head only, over the cached embedding, with BatchNorm untouched (spec section 6.5).
 
-Backbones: ``small_cnn`` (three conv blocks, fast on 28-64 px gray or RGB images, the CPU default) and
-``resnet18`` (torchvision, the CUDA default; 3x3 stride-1 stem for small images, weights only from a
-local file).
+Families (``model.backbone``): ``small_cnn`` (three conv blocks, fast on 28-64 px gray or RGB images, the
+CPU default), ``resnet18`` (torchvision, the CUDA default; 3x3 stride-1 stem for small images, weights only
+from a local file), and ``frozen``: a frozen feature extractor (PCA-whitened pixels, or a pretrained
+backbone) with a trained linear or one-hidden-layer head.
+
+Inputs are normalized inside the model: (x - 0.5) / 0.25, or with ``model.standardize`` by the training
+images' per-channel mean and standard deviation (kept as buffers, so a saved model normalizes alike).
 """
 
 from __future__ import annotations
@@ -19,10 +23,13 @@ import os
 import numpy as np
 import torch
 import torch.nn.functional as F
+from sklearn.decomposition import PCA
 from torch import nn
 
+from autoal_engine.augmentation import augment
 from autoal_engine.config import ModelConfig
 from autoal_engine.data import ImageSource
+from autoal_engine.losses import class_weights, per_sample_loss
 from autoal_engine.pool_outputs import PoolOutputs, mc_digest
 
 log = logging.getLogger(__name__)
@@ -38,11 +45,11 @@ def resolve_device(device: str) -> torch.device:
 
 
 class SmallCNN(nn.Module):
-    """Three conv-BN-ReLU blocks (16, 32, 64 channels), global pooling, a linear embedding."""
+    """Three conv-BN-ReLU blocks (w, 2w, 4w channels; w = 16 by default), global pooling, a linear embedding."""
 
-    def __init__(self, in_channels: int, embedding_dim: int) -> None:
+    def __init__(self, in_channels: int, embedding_dim: int, width: int = 16) -> None:
         super().__init__()
-        widths = (16, 32, 64)
+        widths = (width, 2 * width, 4 * width)
         blocks, previous = [], in_channels
         for width in widths:
             blocks.append(nn.Sequential(
@@ -91,6 +98,78 @@ class ResNet18Backbone(nn.Module):
         return stages[-1], stages
 
 
+class PixelPCA(nn.Module):
+    """Frozen PCA whitening of the flattened pixels, fitted on the training images:
+    z = (x - mu) V_k^T / sqrt(lambda_k), with k = min(components, n - 1, d) principal directions V_k and
+    their variances lambda_k (scikit-learn's PCA). The output always has ``components`` columns (those
+    beyond k are 0), so the head's shape does not depend on the number of labels."""
+
+    def __init__(self, in_features: int, components: int) -> None:
+        super().__init__()
+        self.components = components
+        self.register_buffer("mean", torch.zeros(in_features))
+        self.register_buffer("projection", torch.zeros(components, in_features))
+
+    def fit(self, images: torch.Tensor) -> None:
+        flat = images.reshape(len(images), -1).double().cpu().numpy()
+        k = min(self.components, len(flat) - 1, flat.shape[1])
+        projection = torch.zeros_like(self.projection)
+        if k >= 1:
+            pca = PCA(n_components=k, svd_solver="full" if len(flat) <= 1000 else "randomized", random_state=0)
+            pca.fit(flat)
+            scale = np.sqrt(np.maximum(pca.explained_variance_, 1e-8 * pca.explained_variance_.max()))
+            projection[:k] = torch.from_numpy(pca.components_ / scale[:, None]).float()
+            self.mean.copy_(torch.from_numpy(pca.mean_).float())
+        self.projection.copy_(projection)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.reshape(len(x), -1) - self.mean) @ self.projection.T
+
+
+class FrozenFeatures(nn.Module):
+    """The ``frozen`` family: a frozen extractor (``model.features``: PCA-whitened pixels, or a backbone with
+    the weights of ``model.pretrained_path``) and, for ``model.head = "mlp"``, one trained ReLU layer.
+    Embedding = the features (linear head) or the hidden layer (mlp); the loss module reads both."""
+
+    def __init__(self, config: ModelConfig, in_channels: int) -> None:
+        super().__init__()
+        if config.features == "pca":
+            self.extractor: nn.Module = PixelPCA(in_channels * config.image_size ** 2, config.pca_components)
+            dim = config.pca_components
+        else:
+            if config.features == "small_cnn":
+                self.extractor = SmallCNN(in_channels, config.embedding_dim, config.width)
+                load_local_weights(self.extractor, config.pretrained_path or "")
+            else:
+                self.extractor = ResNet18Backbone(in_channels, config.pretrained_path)
+            self.extractor.requires_grad_(False)
+            dim = self.extractor.embedding_dim
+        self.hidden = (nn.Sequential(nn.Linear(dim, config.head_hidden), nn.ReLU(inplace=True))
+                       if config.head == "mlp" else None)
+        self.stage_channels = (dim,) if self.hidden is None else (dim, config.head_hidden)
+        self.embedding_dim = dim if self.hidden is None else config.head_hidden
+
+    def prepare(self, images: torch.Tensor) -> None:
+        """Fit the PCA (when the features are PCA) on the normalized training images."""
+        if isinstance(self.extractor, PixelPCA):
+            self.extractor.fit(images)
+
+    def train(self, mode: bool = True) -> FrozenFeatures:
+        super().train(mode)
+        self.extractor.eval()  # frozen: BatchNorm statistics stay those of the pretrained weights
+        return self
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        with torch.no_grad():
+            features = self.extractor(x)
+            if isinstance(features, tuple):
+                features = features[0]
+        if self.hidden is None:
+            return features, [features]
+        embedding = self.hidden(features)
+        return embedding, [features, embedding]
+
+
 def load_local_weights(module: nn.Module, path: str) -> None:
     """Load a state_dict saved with torch.save from a local file (never a download). Keys that do not
     match (a classifier head, a stem for another channel count) are skipped and logged."""
@@ -136,37 +215,44 @@ class TaskModel(nn.Module):
     def __init__(self, config: ModelConfig, in_channels: int, num_classes: int) -> None:
         super().__init__()
         if config.backbone == "small_cnn":
-            self.backbone: nn.Module = SmallCNN(in_channels, config.embedding_dim)
+            self.backbone: nn.Module = SmallCNN(in_channels, config.embedding_dim, config.width)
             if config.pretrained_path:
                 load_local_weights(self.backbone, config.pretrained_path)
         elif config.backbone == "resnet18":
             self.backbone = ResNet18Backbone(in_channels, config.pretrained_path)
+        elif config.backbone == "frozen":
+            self.backbone = FrozenFeatures(config, in_channels)
         else:
             raise ValueError(f"model.backbone: unknown backbone {config.backbone!r}")
         dim = self.backbone.embedding_dim
         self.dropout = nn.Dropout(config.dropout)
         self.head = nn.Linear(dim, num_classes)
         self.loss_head = LossPredictionHead(self.backbone.stage_channels) if config.loss_head else None
+        self.register_buffer("input_mean", torch.full((1, in_channels, 1, 1), 0.5))
+        self.register_buffer("input_std", torch.full((1, in_channels, 1, 1), 0.25))
+
+    def prepare(self, images: torch.Tensor, standardize: bool) -> None:
+        """Before training: the input normalization (per-channel statistics of ``images`` when
+        ``standardize``) and whatever the backbone fits on its training images (the PCA)."""
+        if standardize:
+            self.input_mean.copy_(images.mean(dim=(0, 2, 3)).view_as(self.input_mean))
+            self.input_std.copy_(images.std(dim=(0, 2, 3)).clamp_min(1e-3).view_as(self.input_std))
+        if hasattr(self.backbone, "prepare"):
+            self.backbone.prepare(self.normalize(images))
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.input_mean) / self.input_std
 
     def forward(self, x: torch.Tensor, detach_loss_features: bool = False
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Return (logits, embedding, predicted loss)."""
-        embedding, stages = self.backbone((x - 0.5) / 0.25)
+        embedding, stages = self.backbone(self.normalize(x))
         logits = self.head(self.dropout(embedding))
         if self.loss_head is None:
             return logits, embedding, torch.zeros(len(x), device=x.device)
         if detach_loss_features:
             stages = [s.detach() for s in stages]
         return logits, embedding, self.loss_head(stages)
-
-
-def _random_shift(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Shift each image by up to 1/8 of its side (zero padding), a standard light augmentation."""
-    size = images.shape[-1]
-    pad = max(1, size // 8)
-    padded = F.pad(images, (pad, pad, pad, pad))
-    offsets = torch.randint(0, 2 * pad + 1, (len(images), 2), generator=generator).tolist()
-    return torch.stack([padded[i, :, dy:dy + size, dx:dx + size] for i, (dy, dx) in enumerate(offsets)])
 
 
 def _autocast(device: torch.device, config: ModelConfig):
@@ -177,11 +263,15 @@ def _autocast(device: torch.device, config: ModelConfig):
 
 def train_model(model: TaskModel, images: torch.Tensor, labels: torch.Tensor, config: ModelConfig,
                 steps: int, seed: int, device: torch.device) -> TaskModel:
-    """Train from scratch for a fixed number of steps: Adam, cosine schedule, cross-entropy, plus the
-    LL4AL loss weighted by ``loss_head_weight`` (its features detached after ``loss_head_detach_at``)."""
+    """Train from scratch for a fixed number of steps: Adam, cosine schedule, the configured loss
+    (losses.py) on augmented batches (augmentation.py), plus the LL4AL loss weighted by
+    ``loss_head_weight`` (its features detached after ``loss_head_detach_at``)."""
     generator = torch.Generator().manual_seed(seed)
+    model.prepare(images, config.standardize)
     model.to(device).train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(trainable, lr=config.lr, weight_decay=config.weight_decay)
+    weights = class_weights(labels, model.head.out_features) if config.loss == "class_balanced" else None
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, steps))
     scaler = torch.amp.GradScaler(enabled=device.type == "cuda" and config.mixed_precision
                                   and not torch.cuda.is_bf16_supported())
@@ -196,12 +286,11 @@ def train_model(model: TaskModel, images: torch.Tensor, labels: torch.Tensor, co
         index = order[position:position + batch]
         position += batch
         x = images[index]
-        if config.augment:
-            x = _random_shift(x, generator)
+        x = augment(x, config, generator)
         x, y = x.to(device, non_blocking=True), labels[index].to(device, non_blocking=True)
         with _autocast(device, config):
             logits, _, predicted_loss = model(x, detach_loss_features=step >= detach_step)
-            per_sample = F.cross_entropy(logits.float(), y, reduction="none")
+            per_sample = per_sample_loss(logits.float(), y, config, weights)
             loss = per_sample.mean()
             if model.loss_head is not None:
                 loss = loss + config.loss_head_weight * loss_ranking_loss(predicted_loss.float(),
@@ -268,3 +357,11 @@ def pool_outputs(model: TaskModel, source: ImageSource, config: ModelConfig, cha
 def steps_for(labeled: int, base_steps: int) -> int:
     """Training steps: the configured count, fewer for tiny sets (about 60 passes over the data)."""
     return int(min(base_steps, max(30, math.ceil(60 * labeled / 16))))
+
+
+def training_steps(config: ModelConfig, labeled: int, base_steps: int | None = None) -> int:
+    """Optimizer steps of one fit on ``labeled`` items: ceil(epochs * n / batch) when ``config.epochs`` is
+    set (training grows with the labels), else ``steps_for(n, base_steps or config.train_steps)``."""
+    if config.epochs is not None:
+        return max(1, math.ceil(config.epochs * labeled / min(config.batch_size, labeled)))
+    return steps_for(labeled, base_steps if base_steps is not None else config.train_steps)

@@ -38,8 +38,12 @@ OLD_DEFAULT_DICT = {
 
 
 def old_layout(config: EngineConfig) -> dict:
-    """``config.to_dict()`` as the code before the move wrote it: the moved fields under ``search``."""
+    """``config.to_dict()`` as the code before the move wrote it: the moved fields under ``search``, without
+    the fields added since (the tuning section, the model's new recipe fields) and with the boolean augment."""
     data = config.to_dict()
+    data.pop("tuning")
+    data["model"] = {name: value for name, value in data["model"].items() if name in OLD_DEFAULT_DICT["model"]}
+    data["model"]["augment"] = data["model"]["augment"] != "none"
     for old, new in MOVED_FIELDS.items():
         new_section, name = new.split(".")
         data["search"][old.split(".")[1]] = data[new_section].pop(name)
@@ -121,7 +125,7 @@ def test_a_checkpoint_with_the_old_config_layout_loads_and_ranks_the_same(digits
 
 
 BAD_VALUES = [
-    ({"model": {"backbone": "resnet99"}}, "model.backbone: 'resnet99' is not one of ['small_cnn', 'resnet18']"),
+    ({"model": {"backbone": "resnet99"}}, "model.backbone: 'resnet99' is not one of ['small_cnn', 'resnet18', 'frozen']"),
     ({"model": {"image_size": "32"}}, "model.image_size: expected an integer, got '32' (str)"),
     ({"model": {"image_size": 32.0}}, "model.image_size: expected an integer, got 32.0 (float)"),
     ({"model": {"image_size": True}}, "model.image_size: expected an integer, got True (bool)"),
@@ -130,7 +134,7 @@ BAD_VALUES = [
     ({"model": {"dropout": 1}}, "model.dropout: must be in (0, 1), got 1"),
     ({"model": {"dropout": "0.3"}}, "model.dropout: expected a number, got '0.3' (str)"),
     ({"model": {"lr": float("nan")}}, "model.lr: expected a finite number, got nan (float)"),
-    ({"model": {"augment": 1}}, "model.augment: expected true or false, got 1 (int)"),
+    ({"model": {"augment": 1}}, "model.augment: expected a string, got 1 (int)"),
     ({"model": {"pretrained_path": 5}}, "model.pretrained_path: expected a string, got 5 (int)"),
     ({"model": {"train_steps": 0}}, "model.train_steps: must be >= 1, got 0"),
     ({"model": {"batch_size": 0}}, "model.batch_size: must be >= 1, got 0"),
