@@ -27,8 +27,9 @@ from autoal_bench.datasets import DatasetUnavailable, load_dataset
 from autoal_bench.goals import Goals, parse_goals
 from autoal_bench.peers import PEERS, PeerUnavailable, peer_selector
 from autoal_bench.report import write_report
-from autoal_bench.selectors import AUTOAL, engine_selector
-from autoal_bench.simulate import AUTOAL_SETTINGS, ReplaySettings, rounds_per_run, run_dataset
+from autoal_bench.selectors import AUTOAL, engine_selector, with_tuning
+from autoal_bench.shallow import ShallowSelector
+from autoal_bench.simulate import AUTOAL_SETTINGS, RUN_SETTINGS, ReplaySettings, rounds_per_run, run_dataset
 from autoal_engine.config import DEFAULT_STRATEGIES, EngineConfig
 
 logger = logging.getLogger(__name__)
@@ -77,6 +78,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--fitnet-steps", type=int, help="override holdout.fitnet_steps")
     parser.add_argument("--search-iterations", type=int, help="override search.iterations")
     parser.add_argument("--threads", type=int, help="torch CPU threads (model.threads)")
+    parser.add_argument("--tuning", choices=("on", "off"),
+                        help="tune the task model from the labels (tuning.enabled) in every engine run; runs with "
+                             "it on are named <strategy>+tuned (default: the engine configuration's setting)")
+    parser.add_argument("--shallow", action="store_true",
+                        help="add the model floor: random picks scored by PCA-50 + logistic regression")
     parser.add_argument("--resume", action="store_true",
                         help="keep finished runs in OUT/results.json, add the rest")
     parser.add_argument("--report-only", action="store_true",
@@ -131,14 +137,18 @@ def read_label_config(path: Path | None) -> str | None:
         raise ValueError(f"--label-config {path}: {error}") from error
 
 
-def build_selectors(args: argparse.Namespace) -> list[Any]:
+def build_selectors(args: argparse.Namespace, config: EngineConfig) -> list[Any]:
     names = split_list(args.strategies)
     peers = list(PEERS) if args.peers.strip() == "all" else split_list(args.peers)
-    if not names and not peers:
+    if not names and not peers and not args.shallow:
         raise ValueError("--strategies and --peers are both empty")
     if len(set(names)) != len(names) or len(set(peers)) != len(peers):
         raise ValueError("--strategies / --peers list a name twice")
-    return [engine_selector(n) for n in names] + [peer_selector(p) for p in peers]
+    tuning = None if args.tuning is None else args.tuning == "on"
+    selectors = [with_tuning(engine_selector(n), tuning, config) for n in names]
+    if args.shallow:
+        selectors.append(ShallowSelector())
+    return selectors + [peer_selector(p) for p in peers]
 
 
 def settings_dict(args: argparse.Namespace, config: EngineConfig, seeds: list[int]) -> dict[str, Any]:
@@ -188,7 +198,7 @@ def load_previous(path: Path, settings: dict[str, Any]) -> dict[str, Any]:
 def _comparable(key: str, value: Any) -> Any:
     """A setting as compared between results files: the engine settings without AutoAL's own."""
     if key == "engine" and isinstance(value, dict):
-        return {k: v for k, v in value.items() if k not in AUTOAL_SETTINGS}
+        return {k: v for k, v in value.items() if k not in AUTOAL_SETTINGS + RUN_SETTINGS}
     return value
 
 
@@ -236,7 +246,7 @@ def run(args: argparse.Namespace) -> Path:
     if not split_list(args.dataset):
         raise ValueError("--dataset is required (digits, mnist5k, fashion, a folder or a JSON export)")
     config = engine_config(args)
-    selectors = build_selectors(args)
+    selectors = build_selectors(args, config)
     if args.seeds < 1:
         raise ValueError("--seeds must be at least 1")
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))

@@ -7,6 +7,9 @@ head of the queue), cost-blind (``cost.gamma = 0``). Two variants differ from it
 only: ``autoal_search`` learns them (the AutoAL search on) and ``autoal_uniform`` keeps them equal (the
 search off), whatever the base configuration says. ``autoal_cost`` is ``autoal`` fitted with the labeled
 items' observed seconds and ranked by value per predicted cost (the configured ``cost.gamma``).
+
+``Tuning`` wraps any of them to switch the model tuning on or off (``--tuning on|off``); a run whose
+model is tuned is named ``<strategy>+tuned``, so tuned and fixed runs of a strategy sit side by side.
 """
 
 from __future__ import annotations
@@ -75,3 +78,35 @@ def engine_selector(name: str) -> EngineSelector:
         return EngineSelector(name, (name,), search=False, cost_aware=False)
     known = ", ".join([*AUTOAL_NAMES, *sorted(STRATEGIES)])
     raise ValueError(f"unknown strategy {name!r}; known: {known}")
+
+
+TUNED_SUFFIX = "+tuned"
+
+
+class Tuning:
+    """A selector with ``tuning.enabled`` set; named ``<name>+tuned`` when the tuning is on."""
+
+    def __init__(self, inner: Any, enabled: bool) -> None:
+        self.inner = inner
+        self.enabled = enabled
+        self.name = inner.name + (TUNED_SUFFIX if enabled else "")
+        self.uses_costs = inner.uses_costs
+
+    def engine_config(self, base: EngineConfig) -> EngineConfig:
+        config = self.inner.engine_config(base)
+        config.tuning.enabled = self.enabled
+        return config
+
+    def start(self, n_pool: int, initial: np.ndarray, budget: int, seed: int) -> None:
+        self.inner.start(n_pool, initial, budget, seed)
+
+    def select(self, state: RoundState) -> tuple[np.ndarray, dict[str, Any]]:
+        return self.inner.select(state)
+
+
+def with_tuning(selector: Any, tuning: bool | None, base: EngineConfig) -> Any:
+    """``selector`` under ``--tuning`` (None: the base configuration's ``tuning.enabled``)."""
+    enabled = base.tuning.enabled if tuning is None else tuning
+    if getattr(selector, "name", "") == "shallow" or not hasattr(selector, "engine_config"):
+        return selector  # the shallow floor has no task model to tune; peers use their own models
+    return Tuning(selector, enabled)

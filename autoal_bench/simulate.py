@@ -22,12 +22,16 @@ from sklearn.model_selection import train_test_split
 from autoal_bench.datasets import BenchDataset
 from autoal_engine.config import EngineConfig
 from autoal_engine.engine import Engine
+from autoal_engine.tuning import TuningState
 
 logger = logging.getLogger(__name__)
 
 # engine settings that change only runs over several candidates (AutoAL); each such run records them. mixture and
 # holdout were part of search before the engine moved them: results files of either layout compare equal
 AUTOAL_SETTINGS = ("strategies", "mixture", "holdout", "search", "batch_diversity", "diversity_prefilter")
+# engine settings a run may change for itself (``--tuning on|off``): each run records them, and results files
+# that differ in them still resume and merge
+RUN_SETTINGS = ("tuning",)
 
 
 @dataclass
@@ -126,8 +130,10 @@ class RoundRecord:
     labels: int
     cost: float  # cumulative seconds of every label so far (initial set included)
     accuracy: float
-    train_seconds: float  # the engine's fit minus the strategy search (task model, held-out FitNets)
+    train_seconds: float  # the engine's fit minus the strategy search and the tuning (task model, FitNets)
     query_seconds: float  # choosing the batch: AutoAL's search during fit, ranking and selection
+    tuning_seconds: float = 0.0  # the model tuning of this fit (0 when none ran)
+    tuning: dict[str, Any] | None = None  # what the tuning did (tuning_summary), when one ran
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -138,7 +144,10 @@ class RoundRecord:
             "accuracy": round(self.accuracy, 6),
             "train_seconds": round(self.train_seconds, 3),
             "query_seconds": round(self.query_seconds, 4),
+            "tuning_seconds": round(self.tuning_seconds, 3),
         }
+        if self.tuning is not None:
+            record["tuning"] = self.tuning
         record.update(self.extra)
         return record
 
@@ -167,6 +176,7 @@ def run_one(
     selector.start(len(split.pool), split.initial.copy(), protocol.budget, seed)
     records: list[RoundRecord] = []
     round_index = 0
+    tuning_state = TuningState()  # the incumbent model configuration, handed from round to round
     while True:
         config.seed = seed * 1000 + round_index
         chosen = np.asarray(labeled)
@@ -177,16 +187,25 @@ def run_one(
             costs=pool_costs[chosen] if selector.uses_costs else None,
             classes=classes,
             pool_size=int((~is_labeled).sum()),
+            tuning_state=tuning_state,
         )
         fit_seconds = time.perf_counter() - start
         timings = engine.report.get("timings", {})
         search_seconds = 0.0
         if engine.report.get("search_used"):  # without the search the FitNets only estimate held-out accuracy
             search_seconds = timings.get("simulated_round_seconds", 0.0) + timings.get("search_seconds", 0.0)
-        predicted, _ = engine.predict(test_inputs)
-        accuracy = float(np.mean(np.asarray(predicted) == test_labels))
+        tuning_state = engine.tuning_state
+        tuning_seconds = timings.get("tuning_seconds", 0.0)
+        if hasattr(selector, "test_accuracy"):  # a reference model of its own (the shallow floor)
+            accuracy = selector.test_accuracy(pool_inputs[chosen], pool_labels[chosen], test_inputs, test_labels,
+                                              seed)
+        else:
+            predicted, _ = engine.predict(test_inputs)
+            accuracy = float(np.mean(np.asarray(predicted) == test_labels))
         cost = float(pool_costs[chosen].sum())
-        record = RoundRecord(round_index, len(labeled), cost, accuracy, fit_seconds - search_seconds, 0.0)
+        record = RoundRecord(round_index, len(labeled), cost, accuracy,
+                             fit_seconds - search_seconds - tuning_seconds, 0.0, tuning_seconds,
+                             tuning_summary(engine.report))
         records.append(record)
         if on_round is not None:
             on_round()
@@ -213,6 +232,20 @@ def run_one(
         labeled.extend(int(i) for i in picks)
         round_index += 1
     return records
+
+
+def tuning_summary(report: dict[str, Any]) -> dict[str, Any] | None:
+    """The facts of a fit's tuning worth keeping per round: trials, adoption, CV accuracy, the recipe."""
+    tuning = report.get("tuning") or {}
+    if not tuning.get("ran"):
+        return None
+    return {
+        "trials": len(tuning["trials"]),
+        "completed": tuning["completed"],
+        "adopted": tuning["adopted"],
+        "cv_accuracy": tuning["cv_accuracy"],
+        "recipe": tuning["recipe"],
+    }
 
 
 def check_picks(picks: np.ndarray, is_labeled: np.ndarray, batch_size: int, name: str) -> np.ndarray:
@@ -262,6 +295,7 @@ def run_dataset(
                 "rounds": [r.to_dict() for r in records],
             }
             config = selector.engine_config(base_config).to_dict()
+            run["tuning"] = config["tuning"]
             if len(config["strategies"]) > 1:  # a mixture (AutoAL): record the settings only it uses
                 run["autoal_settings"] = {key: config[key] for key in AUTOAL_SETTINGS}
             runs.append(run)

@@ -164,7 +164,7 @@ class TuningConfig:
     more than its CV standard error)."""
 
     enabled: bool = False  # off: every fit trains ``model`` as configured
-    budget_seconds: float = 30.0  # wall seconds of one tuning (the incumbent is always evaluated first)
+    budget_seconds: float = 10.0  # wall seconds of one tuning (the incumbent is always evaluated first)
     growth_factor: float = 1.5  # tune again when the labeled set has grown by this factor since the last tuning
     folds: int = 3  # CV folds (fewer when a class has fewer labels; below 2: no tuning)
     repeats: int = 1  # CV repetitions with other fold assignments
@@ -173,7 +173,7 @@ class TuningConfig:
     min_epochs: int = 20  # the first rung of successive halving (training epochs)
     max_epochs: int = 180  # the last rung; the adopted configuration trains for its best rung's epochs
     reduction_factor: int = 3  # eta: a rung keeps the best 1/eta of the trials and trains them eta times longer
-    max_trials: int = 60
+    max_trials: int = 30
     startup_trials: int = 8  # random trials before TPE models the results
 
 

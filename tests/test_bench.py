@@ -247,3 +247,44 @@ def test_autoal_follows_the_engine_config_and_its_variants_force_the_weights() -
                        base, seeds=[0])
     assert [r["labels"] for r in runs[0]["rounds"]] == [20, 30]
     assert runs[0]["autoal_settings"]["search"]["enabled"] is False
+
+
+def test_shallow_labels_what_random_labels_and_scores_with_pca_and_logistic_regression() -> None:
+    from autoal_bench.shallow import ShallowSelector, shallow_accuracy
+
+    dataset = load_digits_dataset()
+    replay = ReplaySettings(init=20, batch=20, budget=60)
+    runs = run_dataset(dataset, item_costs(dataset, "constant"), [engine_selector("random"), ShallowSelector()],
+                       replay, tiny_config(), seeds=[0])
+    random_run, shallow_run = runs
+    assert shallow_run["strategy"] == "shallow"
+    assert [r["labels"] for r in shallow_run["rounds"]] == [20, 40, 60]
+    split = make_split(dataset.labels, replay, 0)
+    # the same picks: the first round's accuracy of a PCA + logistic regression on random's initial set ...
+    first = split.pool[split.initial]
+    expected = shallow_accuracy(dataset.inputs[first], dataset.labels[first], dataset.inputs[split.test],
+                                dataset.labels[split.test], 0)
+    assert shallow_run["rounds"][0]["accuracy"] == pytest.approx(expected, abs=1e-6)
+    # ... and in later rounds too (a model of its own, not the engine's CNN)
+    assert [r["cost"] for r in shallow_run["rounds"]] == [r["cost"] for r in random_run["rounds"]]
+    assert shallow_run["rounds"][-1]["accuracy"] != random_run["rounds"][-1]["accuracy"]
+
+
+def test_tuning_on_names_the_runs_tuned_records_each_tuning_and_carries_the_incumbent() -> None:
+    from autoal_bench.selectors import with_tuning
+
+    base = tiny_config()
+    base.tuning.budget_seconds, base.tuning.families = 5.0, ("frozen",)
+    base.tuning.min_epochs, base.tuning.max_epochs, base.tuning.max_trials = 3, 9, 4
+    tuned = with_tuning(engine_selector("random"), True, base)
+    fixed = with_tuning(engine_selector("random"), False, base)
+    assert tuned.name == "random+tuned" and fixed.name == "random"
+    assert tuned.engine_config(base).tuning.enabled and not fixed.engine_config(base).tuning.enabled
+    dataset = load_digits_dataset()
+    replay = ReplaySettings(init=20, batch=10, budget=40)
+    runs = run_dataset(dataset, item_costs(dataset, "constant"), [tuned], replay, base, seeds=[0])
+    rounds = runs[0]["rounds"]
+    assert runs[0]["tuning"]["enabled"] is True
+    assert rounds[0]["tuning"]["trials"] >= 1 and rounds[0]["tuning_seconds"] > 0  # never tuned: tunes at 20
+    assert "tuning" in rounds[1]  # 30 >= 1.5 x 20
+    assert "tuning" not in rounds[2] and rounds[2]["tuning_seconds"] == 0  # 40 < 1.5 x 30: the incumbent
