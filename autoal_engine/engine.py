@@ -150,6 +150,7 @@ class Engine:
             "holdout_source": holdout_source,  # "fitnets" (two halves) | "tuning_cv" (k-fold CV of the tuning)
             "model_config": dataclasses.asdict(model_config),
             "tuning": tuning.report,
+            "tuning_state": self.tuning_state.to_dict(),  # what the next fit starts from (the incumbent)
             "selection_ratio": ratio,
             "search_used": self.search is not None,
             "mean_strategy_weights": {n: float(w) for n, w in zip(config.strategies, weights, strict=True)},

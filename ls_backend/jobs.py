@@ -8,7 +8,9 @@ Steps and their progress fractions are recorded in the store as the job goes:
    longer in the pool are dropped;
 2. fetch media that is not cached yet; items that cannot be fetched, decoded or are too small are left
    out, counted (``n_media_failed``) and recorded with the reason for the status page;
-3. `engine.fit` on the labeled tasks (label + observed `lead_time`), `engine.rank` on the unlabeled pool;
+3. `engine.fit` on the labeled tasks (label + observed `lead_time`), handing it the current model's tuning
+   state (a model tuning runs when due, and always when the job covers a ``START_TRAINING``),
+   `engine.rank` on the unlabeled pool;
 4. save the model atomically under MODEL_DIR (a crash before this point leaves the previous model serving)
    and keep it, with its ranking, as the project's *pending push*;
 5. import one prediction per pool task (`score = 1 - priority`, the predicted class as result), then set the
@@ -144,7 +146,8 @@ class RetrainAndRank:
         started = time.perf_counter()
         engine = Engine(self.settings.engine_config())
         paths, labels, seconds = training_inputs(labeled)
-        engine.fit(paths, labels, seconds, classes=list(interface.classes), pool_size=len(pool))
+        engine.fit(paths, labels, seconds, classes=list(interface.classes), pool_size=len(pool),
+                   tuning_state=self.tuning_state(), tune="START_TRAINING" in self.store.covered_actions(self.job_id))
         train_seconds = time.perf_counter() - started
         self.stage("ranking", 0.7, train_seconds=train_seconds)
         started = time.perf_counter()
@@ -173,6 +176,14 @@ class RetrainAndRank:
         self.stage("pushing predictions", 0.8, rank_seconds=rank_seconds, model_version=version)
         self.push_and_commit(ls, interface, model, rows)
         return f"{version}: {len(labeled)} labels, {len(pool)} tasks ranked"
+
+    def tuning_state(self) -> Any:
+        """The current model's tuning state (its incumbent configuration), handed to the next fit."""
+        from autoal_engine.tuning import TuningState
+
+        version = self.store.current_version(self.project_id)
+        current = self.store.model(self.project_id, version) if version else None
+        return TuningState.from_dict(((current or {}).get("report") or {}).get("tuning_state"))
 
     def fetch_media(
         self, ls: LabelStudioClient, interface: LabelingInterface, labeled: list[dict], pool: list[dict]

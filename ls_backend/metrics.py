@@ -13,6 +13,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from ls_backend.store import Store
+from ls_backend.tuning_view import tuning_totals
 
 SECONDS_BUCKETS = (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800, 3600)
 
@@ -54,6 +55,15 @@ class StoreCollector(Collector):
         for project_id, seconds in sorted(self.store.oldest_queued_age().items()):
             age.add_metric([str(project_id)], seconds)
         yield age
+
+        seconds, states = tuning_totals(self.store.recent_models())
+        yield _histogram("autoal_tuning_seconds", "Seconds spent tuning the task model, per tuning (last 1000 models)",
+                         seconds)
+        trials = CounterMetricFamily("autoal_tuning_trials", "Trials of the model tunings by final state (last 1000 "
+                                     "models)", labels=["state"])
+        for state, count in sorted(states.items()):
+            trials.add_metric([state], count)
+        yield trials
 
         failed = GaugeMetricFamily(
             "autoal_media_failed", "Items the last job left out because their media cannot be used", labels=["project"]

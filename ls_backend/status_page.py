@@ -17,7 +17,7 @@ from flask import Blueprint, render_template_string, request
 from markupsafe import Markup
 
 from autoal_engine.cost import spearman
-from ls_backend import plots
+from ls_backend import plots, tuning_view
 from ls_backend.store import Store
 from ls_backend.validation import InvalidRequest, parse_id, quote
 
@@ -86,6 +86,8 @@ def project_view(store: Store, project_id: int, min_spearman: float | None = Non
         "learning_curve": Markup(plots.learning_curve_svg(models) or ""),
         "strategy_weights": Markup(plots.strategy_weights_svg(models) or ""),
         "cost_plot": Markup(plots.cost_svg(costs) or ""),
+        "model_configs": tuning_view.config_rows(models),
+        "tuning": tuning_view.last_tuning(models),
     }
 
 
@@ -284,6 +286,46 @@ PAGE = """<!doctype html>
         {% endif %}{% endif %}</p>
     </div>
   </div>
+
+  <h3>Model configuration by version</h3>
+  {% if v.model_configs %}
+  <table class="model-configs" id="model-configs-{{ v.project_id }}">
+    <thead><tr><th>model</th><th class="num">labels</th><th>configuration</th><th>chosen by</th></tr></thead>
+    <tbody>
+    {% for m in v.model_configs %}
+      <tr data-version="{{ m.model_version }}"><td>{{ m.model_version }}</td>
+        <td class="num">{{ m.n_labels if m.n_labels is not none else "–" }}</td><td>{{ m.summary }}</td>
+        <td>{% if m.tuned %}a tuning ({{ "adopted a challenger" if m.adopted else "kept the incumbent" }}){% else
+          %}the incumbent (no tuning due){% endif %}</td></tr>
+    {% endfor %}
+    </tbody>
+  </table>
+  {% else %}
+  <p class="empty">No model yet.</p>
+  {% endif %}
+
+  {% set t = v.tuning %}
+  {% if t %}
+  <h3>Last tuning: {{ t.trials|length }} trials in {{ number(t.seconds, 1, " s") }} (budget
+    {{ number(t.budget_seconds, 0, " s") }}), {{ t.n_labels }} labels, {{ t.folds }}-fold CV,
+    for {{ t.model_version }}</h3>
+  <p class="muted" id="tuning-decision-{{ v.project_id }}">{{ "Adopted" if t.adopted else "Not adopted" }}:
+    {{ t.reason }}. CV accuracy {{ percent(t.cv_accuracy) }} (on few labels CV overstates the accuracy on new
+    items).</p>
+  <table class="tuning" id="tuning-{{ v.project_id }}">
+    <thead><tr><th class="num">trial</th><th>state</th><th>family</th><th class="num">CV accuracy ± s.e.</th>
+      <th class="num">epochs</th><th class="num">seconds</th><th>parameters</th></tr></thead>
+    <tbody>
+    {% for r in t.trials %}
+      <tr data-trial="{{ r.number }}"><td class="num">{{ r.number }}{{ " (incumbent)" if r.incumbent }}</td>
+        <td>{{ r.state }}</td><td>{{ r.family }}</td>
+        <td class="num">{{ number(r.cv_accuracy, 3) }} ± {{ number(r.cv_se, 3) }}</td>
+        <td class="num">{{ r.epochs if r.epochs is not none else "–" }}</td>
+        <td class="num">{{ number(r.seconds, 1) }}</td><td class="muted">{{ r.params }}</td></tr>
+    {% endfor %}
+    </tbody>
+  </table>
+  {% endif %}
 
   <h3>Next {{ v.queue|length or "" }} tasks in the queue</h3>
   {% if v.queue %}

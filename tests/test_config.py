@@ -125,7 +125,8 @@ def test_a_checkpoint_with_the_old_config_layout_loads_and_ranks_the_same(digits
 
 
 BAD_VALUES = [
-    ({"model": {"backbone": "resnet99"}}, "model.backbone: 'resnet99' is not one of ['small_cnn', 'resnet18', 'frozen']"),
+    ({"model": {"backbone": "resnet99"}},
+     "model.backbone: 'resnet99' is not one of ['small_cnn', 'resnet18', 'frozen']"),
     ({"model": {"image_size": "32"}}, "model.image_size: expected an integer, got '32' (str)"),
     ({"model": {"image_size": 32.0}}, "model.image_size: expected an integer, got 32.0 (float)"),
     ({"model": {"image_size": True}}, "model.image_size: expected an integer, got True (bool)"),

@@ -12,14 +12,14 @@ from autoal_engine import Engine, EngineConfig
 from autoal_engine.config import ModelConfig, TuningConfig
 from autoal_engine.tuning import TuningState, due
 from autoal_engine.tuning.adoption import Score, decide
-from autoal_engine.tuning.allocator import OutOfBudget, rungs_for, successive_halving
+from autoal_engine.tuning.allocator import OutOfBudget, OutsideSpace, rungs_for, successive_halving
 from autoal_engine.tuning.folds import cv_folds
 from autoal_engine.tuning.space import RANGES, SpaceContext, params_of, recipe, suggest
 
 ARMS = {0: 0.60, 1: 0.62, 2: 0.70, 3: 0.91, 4: 0.66, 5: 0.58, 6: 0.64, 7: 0.69}  # arm 3 is the best
 
 
-def arm_space(trial: optuna.Trial) -> None:
+def arm_space(trial: optuna.Trial, incumbent: bool) -> None:
     trial.suggest_categorical("arm", list(ARMS))
 
 
@@ -109,10 +109,31 @@ def test_a_trial_of_one_family_never_holds_another_familys_parameters():
     assert families == {"small_cnn", "frozen", "resnet18"}
 
 
+def test_a_family_left_out_of_tuning_families_is_tried_only_as_the_incumbent():
+    context = SpaceContext(("frozen",), (16,), 40, False, None, incumbent_family="small_cnn")
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    drawn = {"frozen": 0, "outside": 0}
+    for _ in range(40):
+        trial = study.ask()
+        try:
+            suggest(trial, context)
+            drawn["frozen"] += 1
+            study.tell(trial, 0.5)
+        except OutsideSpace:
+            drawn["outside"] += 1
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    assert drawn["frozen"] > 0 and drawn["outside"] > 0
+    study.enqueue_trial({"family": "small_cnn"})
+    trial = study.ask()
+    suggest(trial, context, incumbent=True)
+    assert trial.params["family"] == "small_cnn"
+
+
 def test_the_incumbent_is_a_point_of_the_space():
     base = ModelConfig(image_size=32, lr=0.5)  # an lr outside the space is clipped into it
     context = SpaceContext.build(base, ("frozen",), native_side=8, smallest_train=30, flips=False)
-    assert "small_cnn" in context.families and 32 in context.image_sizes and 8 in context.image_sizes
+    assert context.families == ("frozen",) and context.incumbent_family == "small_cnn"
+    assert 32 in context.image_sizes and 8 in context.image_sizes
     params = params_of(base, context)
     assert params["small_cnn.lr"] == RANGES["small_cnn"]["lr"][1]
     assert recipe(params)["backbone"] == "small_cnn"

@@ -31,12 +31,16 @@ log = logging.getLogger(__name__)
 
 STUDY_NAME = "autoal-model-tuning"
 
-Space = Callable[[optuna.Trial], None]  # suggests the trial's parameters (define-by-run)
+Space = Callable[[optuna.Trial, bool], None]  # suggests the trial's parameters (define-by-run); True: incumbent
 Evaluate = Callable[[dict[str, Any], int, float], np.ndarray]  # (params, resource, deadline) -> fold scores
 
 
 class OutOfBudget(Exception):
     """Raised by an evaluation that reaches the deadline."""
+
+
+class OutsideSpace(Exception):
+    """Raised by a space for a draw it does not allow (a family kept in the space only for the incumbent)."""
 
 
 @dataclass
@@ -85,10 +89,15 @@ def successive_halving(space: Space, evaluate: Evaluate, incumbent: dict[str, An
     study = _study(seed, rungs[0], eta, startup_trials)
     study.enqueue_trial(incumbent)
     records: list[TrialRecord] = []
-    while len(records) < max_trials and clock() < deadline:
+    draws = 0
+    while len(records) < max_trials and draws < 4 * max_trials and clock() < deadline:
         trial = study.ask()
+        draws += 1
         try:
-            space(trial)
+            space(trial, not records)
+        except OutsideSpace:  # not a trial: drawn again
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            continue
         except ValueError as error:  # a range the data cannot support: this trial fails, not the tuning
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
             records.append(TrialRecord(trial.number, dict(trial.params), not records, "failed", error=str(error)))

@@ -24,6 +24,7 @@ from typing import Any
 import optuna
 
 from autoal_engine.config import AUGMENTATIONS, LOSSES, ModelConfig
+from autoal_engine.tuning.allocator import OutsideSpace
 
 SIDES = (16, 24, 32, 48, 64)
 CONDITIONAL = {"label_smoothing.epsilon": "label_smoothing", "focal.gamma": "focal_gamma"}
@@ -40,11 +41,12 @@ HIDDEN = (64, 128, 256)
 class SpaceContext:
     """What bounds the space for one tuning."""
 
-    families: tuple[str, ...]
+    families: tuple[str, ...]  # what trials may draw (tuning.families)
     image_sizes: tuple[int, ...]
     max_components: int  # PCA components: below the smallest fold's training size
     flips: bool
     pretrained: str | None  # the backbone whose weights pretrained_path holds, if any
+    incumbent_family: str | None = None  # outside ``families``: in the space for the incumbent only
 
     @classmethod
     def build(cls, base: ModelConfig, families: tuple[str, ...], native_side: int, smallest_train: int,
@@ -52,17 +54,20 @@ class SpaceContext:
         sizes = {side for side in SIDES if side <= native_side} | {base.image_size}
         if native_side < SIDES[0]:
             sizes.add(max(8, native_side))
-        if base.backbone not in families:
-            families = (*families, base.backbone)  # the incumbent's family stays reachable
         pretrained = base.backbone if base.pretrained_path and base.backbone != "frozen" else None
         if base.backbone == "frozen" and base.features != "pca":
             pretrained = base.features
-        return cls(tuple(families), tuple(sorted(sizes)), max(1, smallest_train - 1), flips, pretrained)
+        extra = None if base.backbone in families else base.backbone
+        return cls(tuple(families), tuple(sorted(sizes)), max(1, smallest_train - 1), flips, pretrained, extra)
 
 
-def suggest(trial: optuna.Trial, context: SpaceContext) -> None:
-    """Draw one configuration into ``trial.params``."""
-    family = trial.suggest_categorical("family", list(context.families))
+def suggest(trial: optuna.Trial, context: SpaceContext, incumbent: bool = False) -> None:
+    """Draw one configuration into ``trial.params``. The incumbent's family is in the space even when
+    ``tuning.families`` leaves it out; another trial that draws it raises OutsideSpace (drawn again)."""
+    choices = [*context.families, *([context.incumbent_family] if context.incumbent_family else [])]
+    family = trial.suggest_categorical("family", choices)
+    if family not in context.families and not incumbent:
+        raise OutsideSpace(family)
     trial.suggest_categorical("image_size", list(context.image_sizes))
     trial.suggest_categorical("standardize", [False, True])
     trial.suggest_categorical("augment", list(AUGMENTATIONS))

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import optuna
 import torch
 
 from autoal_engine.config import ModelConfig, TuningConfig
@@ -90,9 +91,12 @@ def tune(source: ImageSource, labels: np.ndarray, n_classes: int, base: ModelCon
                                              min(len(train) for train, _ in folds), config.flips)
     rungs = rungs_for(config.min_epochs, config.max_epochs, config.reduction_factor)
     evaluate = _cv_evaluator(source, labels, n_classes, base, folds, channels, seed, device)
-    records = successive_halving(
-        lambda trial: model_space.suggest(trial, context), evaluate, model_space.params_of(incumbent_config, context),
-        rungs, config.reduction_factor, config.budget_seconds, seed, config.max_trials, config.startup_trials)
+    def space(trial: optuna.Trial, incumbent: bool) -> None:
+        model_space.suggest(trial, context, incumbent)
+
+    records = successive_halving(space, evaluate, model_space.params_of(incumbent_config, context), rungs,
+                                 config.reduction_factor, config.budget_seconds, seed, config.max_trials,
+                                 config.startup_trials)
     incumbent = records[0] if records and records[0].incumbent else None
     winner = max((r for r in records if r.score is not None), key=lambda r: r.score.mean, default=None)
     same = winner is None or incumbent is None or winner.params == incumbent.params

@@ -117,6 +117,18 @@ class JobQueue(Database):
             )
             return dict(db.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone())
 
+    def covered_actions(self, job_id: int) -> set[str]:
+        """The actions of the events a started job covers (not handled yet, received before it started)."""
+        with self._read() as db:
+            job = db.execute("SELECT project_id, last_event_id FROM jobs WHERE id=?", (job_id,)).fetchone()
+            if job is None:
+                return set()
+            rows = db.execute(
+                "SELECT DISTINCT action FROM events WHERE project_id=? AND handled_by IS NULL AND id<=?",
+                (job["project_id"], job["last_event_id"] or 0),
+            ).fetchall()
+        return {row[0] for row in rows}
+
     def update_job(self, job_id: int, **fields: Any) -> None:
         allowed = {
             "stage",

@@ -155,6 +155,12 @@ class ProjectData(Database):
             ).fetchall()
         return [_model_row(row) for row in rows]
 
+    def recent_models(self, limit: int = 1000) -> list[dict[str, Any]]:
+        """The newest ``limit`` models of every project (for /metrics), newest first."""
+        with self._read() as db:
+            rows = db.execute("SELECT * FROM models ORDER BY created_at DESC LIMIT ?", (limit,)).fetchall()
+        return [_model_row(row) for row in rows]
+
     def all_versions(self) -> list[str]:
         with self._read() as db:
             rows = db.execute("SELECT model_version FROM models ORDER BY created_at DESC").fetchall()
