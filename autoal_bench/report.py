@@ -20,6 +20,7 @@ import numpy as np
 from autoal_bench.goals import Goals
 from autoal_bench.metrics import Paired, cost_saved, first_reaching, normalized_aubc, paired_difference
 from autoal_bench.selectors import AUTOAL, AUTOAL_NAMES, AUTOAL_SEARCH, AUTOAL_UNIFORM
+from autoal_bench.tuning_report import tuning_lines
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +40,7 @@ class Curve:
     train_seconds: np.ndarray
     query_seconds: np.ndarray
     weights: list[list[dict[str, float]]]  # per seed, per round: AutoAL's mean strategy weights
+    tuning_seconds: np.ndarray | None = None  # the model tuning's seconds per round (0: none ran)
 
     @property
     def aubc(self) -> np.ndarray:
@@ -58,7 +60,7 @@ def curves(runs: list[dict[str, Any]]) -> dict[str, Curve]:
         group = sorted((r for r in group if len(r["rounds"]) == full), key=lambda r: r["seed"])
 
         def column(key: str, group: list[dict[str, Any]] = group) -> np.ndarray:
-            return np.array([[rnd[key] for rnd in r["rounds"]] for r in group], dtype=np.float64)
+            return np.array([[rnd.get(key, 0.0) for rnd in r["rounds"]] for r in group], dtype=np.float64)
 
         result[name] = Curve(
             seeds=[r["seed"] for r in group],
@@ -68,6 +70,7 @@ def curves(runs: list[dict[str, Any]]) -> dict[str, Curve]:
             train_seconds=column("train_seconds"),
             query_seconds=column("query_seconds"),
             weights=[[rnd.get("mean_strategy_weights") or {} for rnd in r["rounds"]] for r in group],
+            tuning_seconds=column("tuning_seconds"),
         )
     return result
 
@@ -281,6 +284,7 @@ def write_report(results: dict[str, Any], out_dir: Path, plots: bool = True) -> 
             lines += [f"Seeds on which every strategy finished: {seeds}; {left_out} runs of unfinished seeds are "
                       "left out of the table and plots.", ""]
         lines += markdown_table(summarize(runs)) + [""] + goal_lines(goal_check(runs, goals), goals) + [""]
+        lines += tuning_lines(curves(runs))
         if plots:
             for path in plot_dataset(name, runs, out_dir):
                 lines.append(f"![{path.stem}]({path.name})")

@@ -79,3 +79,26 @@ def test_complete_seeds_drops_seeds_some_strategy_has_not_finished() -> None:
     kept, seeds = complete_seeds(runs)
     assert seeds == [0]
     assert sorted(r["strategy"] for r in kept) == ["margin", "random"]
+
+
+def test_the_tuning_section_pairs_tuned_with_fixed_runs_and_measures_drops_and_the_tuning_share() -> None:
+    from autoal_bench.report import curves
+    from autoal_bench.tuning_report import largest_drops, tuning_lines, tuning_rows
+
+    def run(strategy, seed, accuracies, tuning=0.0):
+        rounds = [{"round": i, "labels": 20 + 20 * i, "cost": 0.0, "accuracy": a, "train_seconds": 1.0,
+                   "query_seconds": 0.0, "tuning_seconds": tuning if i == 0 else 0.0}
+                  for i, a in enumerate(accuracies)]
+        return {"strategy": strategy, "seed": seed, "rounds": rounds}
+
+    runs = [run("random", 0, [0.5, 0.7, 0.6]), run("random", 1, [0.5, 0.6, 0.7]),
+            run("random+tuned", 0, [0.6, 0.8, 0.8], tuning=3.0), run("random+tuned", 1, [0.55, 0.7, 0.69], 3.0),
+            run("shallow", 0, [0.4, 0.5, 0.6]), run("shallow", 1, [0.4, 0.5, 0.6])]
+    np.testing.assert_allclose(largest_drops(np.array([[0.5, 0.7, 0.6], [0.5, 0.6, 0.7]])), [0.1, 0.0])
+    rows = {r["strategy"]: r for r in tuning_rows(curves(runs))}
+    assert set(rows) == {"random", "random+tuned"}
+    tuned = rows["random+tuned"]
+    assert tuned["vs_fixed"].wins == 2 and tuned["vs_fixed"].mean > 0 and rows["random"]["vs_fixed"] is None
+    assert tuned["tuning_share"] == pytest.approx(3.0 / 6.0)  # 3 s of tuning, 3 rounds x 1 s of training
+    assert tuned["largest_drop"] == pytest.approx(0.01) and rows["random"]["largest_drop"] == pytest.approx(0.1)
+    assert any("Model floor" in line for line in tuning_lines(curves(runs)))
