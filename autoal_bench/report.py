@@ -41,6 +41,7 @@ class Curve:
     query_seconds: np.ndarray
     weights: list[list[dict[str, float]]]  # per seed, per round: AutoAL's mean strategy weights
     tuning_seconds: np.ndarray | None = None  # the model tuning's seconds per round (0: none ran)
+    cv_accuracy: np.ndarray | None = None  # the tuning's CV accuracy of the chosen model (NaN: no tuning)
 
     @property
     def aubc(self) -> np.ndarray:
@@ -71,8 +72,14 @@ def curves(runs: list[dict[str, Any]]) -> dict[str, Curve]:
             query_seconds=column("query_seconds"),
             weights=[[rnd.get("mean_strategy_weights") or {} for rnd in r["rounds"]] for r in group],
             tuning_seconds=column("tuning_seconds"),
+            cv_accuracy=np.array([[_cv(rnd) for rnd in r["rounds"]] for r in group], dtype=np.float64),
         )
     return result
+
+
+def _cv(record: dict[str, Any]) -> float:
+    value = (record.get("tuning") or {}).get("cv_accuracy")
+    return np.nan if value is None else float(value)
 
 
 def complete_seeds(runs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[int]]:

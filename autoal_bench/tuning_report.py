@@ -5,7 +5,8 @@ For each strategy S run both ways (``S`` and ``S+tuned``): the paired AUBC diffe
 (wins/n), each one's margin over the shallow floor (``shallow``: PCA-50 + logistic regression on random's
 picks), the largest drop of test accuracy between two consecutive rounds (over all runs, and the median of
 the per-run largest drop), and the tuning's share of the run's compute, sum(tuning seconds) /
-sum(tuning + train + query seconds).
+sum(tuning + train + query seconds), and how much the tuning's CV accuracy overstated the test accuracy
+in the rounds that tuned.
 """
 
 from __future__ import annotations
@@ -31,6 +32,14 @@ def tuning_share(curve: Any) -> float:
     tuning = float(curve.tuning_seconds.sum()) if curve.tuning_seconds is not None else 0.0
     total = tuning + float(curve.train_seconds.sum()) + float(curve.query_seconds.sum())
     return tuning / total if total > 0 else 0.0
+
+
+def cv_optimism(curve: Any) -> float | None:
+    """Mean of (the tuning's CV accuracy - the test accuracy) over the rounds that tuned."""
+    if curve.cv_accuracy is None or not np.isfinite(curve.cv_accuracy).any():
+        return None
+    tuned = np.isfinite(curve.cv_accuracy)
+    return float((curve.cv_accuracy[tuned] - curve.accuracy[tuned]).mean())
 
 
 def _paired(a: Any, b: Any) -> Any:
@@ -59,6 +68,7 @@ def tuning_rows(grouped: dict[str, Any]) -> list[dict[str, Any]]:
             "largest_drop": float(drops.max()),
             "median_largest_drop": float(np.median(drops)),
             "tuning_share": tuning_share(curve),
+            "cv_optimism": cv_optimism(curve),
             "tuning_seconds_per_run": float(curve.tuning_seconds.sum(axis=1).mean())
             if curve.tuning_seconds is not None else 0.0,
         })
@@ -77,14 +87,15 @@ def tuning_lines(grouped: dict[str, Any]) -> list[str]:
     if rows:
         lines += [
             "| strategy | seeds | AUBC | tuned - fixed (wins/n) | - shallow (wins/n) | largest drop between rounds "
-            "(max / median of runs) | tuning share of compute | tuning s per run |",
-            "|---|---|---|---|---|---|---|---|",
+            "(max / median of runs) | tuning share of compute | tuning s per run | CV - test accuracy |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         for r in rows:
             lines.append(
                 f"| {r['strategy']} | {r['seeds']} | {r['aubc']:.3f} | {_vs(r['vs_fixed'])} | {_vs(r['vs_shallow'])} "
                 f"| {r['largest_drop']:.3f} / {r['median_largest_drop']:.3f} | {100 * r['tuning_share']:.0f}% "
-                f"| {r['tuning_seconds_per_run']:.0f} |")
+                f"| {r['tuning_seconds_per_run']:.0f} | "
+                f"{'-' if r['cv_optimism'] is None else format(r['cv_optimism'], '+.3f')} |")
         lines.append("")
     return lines
 
