@@ -177,6 +177,10 @@ class Engine:
         """Tune the model configuration when due (tuning/), else keep the incumbent; sets model_config and
         tuning_state."""
         run, why = due(state, len(y), self.config.tuning, force)
+        if not self.config.tuning.enabled:  # the configured model as it is; the state waits for a re-enable
+            self.tuning_state = TuningState(dict(state.recipe), state.tuned_at)
+            self.model_config = self.config.model
+            return TuningOutcome({}, {"ran": False, "reason": why}, None)
         if run:
             outcome = tune_model(source, y, len(self.classes), self.config.model, state, self.config.tuning,
                                  self.channels, self.config.seed, self.device)

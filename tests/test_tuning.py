@@ -173,6 +173,10 @@ def test_a_tuned_engine_round_trips_through_save_and_load_and_ranks_identically(
     more_images, more_labels = _digits(100)
     again = Engine(config).fit(more_images, more_labels, tuning_state=loaded.tuning_state)
     assert not again.report["tuning"]["ran"] and again.model_config == engine.model_config
+    # with the tuning off the configured model trains (the fixed recipe), and the state waits
+    config.tuning.enabled = False
+    off = Engine(config).fit(more_images, more_labels, tuning_state=loaded.tuning_state)
+    assert off.model_config == config.model and off.tuning_state == loaded.tuning_state
 
 
 @pytest.mark.parametrize("bad, field", [

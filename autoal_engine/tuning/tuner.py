@@ -8,7 +8,8 @@ included: the rung at which the chosen configuration scored best (a shorter trai
 cheaper at every later fit).
 
 ``TuningState`` is what one fit hands to the next: the incumbent recipe and the labeled-set size at the
-last tuning. A tuning is due when the labeled set has grown by ``tuning.growth_factor`` since then (or was
+last tuning. With ``tuning.enabled`` off a fit trains ``model`` as configured and hands the state on
+unchanged. A tuning is due when the labeled set has grown by ``tuning.growth_factor`` since then (or was
 never tuned), or when asked (``START_TRAINING``); otherwise the fit trains the incumbent.
 """
 
