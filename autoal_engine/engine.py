@@ -303,6 +303,7 @@ class Engine:
             classes=self.classes,
             mean_strategy_weights={n: float(w) for n, w in
                                    zip(config.strategies, weights.mean(axis=0), strict=True)},
+            candidate_scores=candidates.astype(np.float32),
         )
 
     def _mc_samples(self) -> int:

@@ -25,6 +25,9 @@ class Ranking:
     strategy_names: tuple[str, ...]
     classes: tuple
     mean_strategy_weights: dict[str, float] = field(default_factory=dict)
+    # (N, K) each candidate's normalized score of the item, columns as ``strategy_names``: its percentile
+    # rank in [0, 1] (1 = the candidate alone would serve it first), or its 0/1 vote with candidate_scores "vote"
+    candidate_scores: np.ndarray | None = None
 
     @property
     def order(self) -> np.ndarray:
@@ -41,6 +44,14 @@ class Ranking:
         if k < 0:
             raise ValueError(f"k: must be >= 0, got {k}")
         return self.order[:k]
+
+    def top_candidates(self, index: int, k: int = 3) -> list[tuple[str, float]]:
+        """The ``k`` candidates that score pool item ``index`` highest, with their scores: why it ranks high."""
+        if self.candidate_scores is None:
+            return []
+        scores = self.candidate_scores[index]
+        best = np.argsort(-scores, kind="stable")[:k]
+        return [(self.strategy_names[j], float(scores[j])) for j in best]
 
     def __len__(self) -> int:
         return len(self.priority)

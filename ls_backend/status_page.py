@@ -92,8 +92,22 @@ def project_view(store: Store, project_id: int, min_spearman: float | None = Non
 
 
 def _queue_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A queue row with its "why": the candidates that rank the task highest ("margin: top 1%") and, when
+    the weights are learned (not all equal), the three largest weights."""
     weights = sorted((row.get("strategy_weights") or {}).items(), key=lambda item: -item[1])
-    return {**row, "top_strategies": [(name, weight) for name, weight in weights[:3] if weight > 0]}
+    values = [weight for _, weight in weights]
+    learned = bool(values) and max(values) - min(values) > 1e-6
+    return {
+        **row,
+        "top_candidates": [(name, _top_share(score)) for name, score in row.get("top_candidates") or []],
+        "top_strategies": [(name, weight) for name, weight in weights[:3] if weight > 0] if learned else [],
+    }
+
+
+def _top_share(percentile: float) -> str:
+    """A percentile rank in [0, 1] as the share of the pool ranked at least as high: 0.995 -> "top 1%"."""
+    share = max(0.0, 1.0 - float(percentile))
+    return f"top {max(share * 100, 1):.0f}%" if share < 0.995 else "bottom"
 
 
 def _min_spearman(backend: Any) -> float | None:
@@ -333,7 +347,9 @@ PAGE = """<!doctype html>
     <thead><tr><th class="num">rank</th><th>task</th>
       <th class="num" title="value per cost, scaled to [0, 1]">priority</th>
       <th class="num" title="expected loss of the task under the learned strategy mixture">value</th>
-      <th class="num">predicted cost</th><th>predicted label</th><th>why: top strategies (weight)</th></tr></thead>
+      <th class="num">predicted cost</th><th>predicted label</th>
+      <th title="the candidate strategies that rank this task highest, and where each puts it in the pool">why:
+        candidates that rank it high</th></tr></thead>
     <tbody>
     {% for r in v.queue %}
       <tr data-task="{{ r.task_id }}"><td class="num">{{ r.rank }}</td>
@@ -341,9 +357,10 @@ PAGE = """<!doctype html>
         <td class="num">{{ number(r.priority, 3) }}</td><td class="num">{{ number(r.informativeness, 3) }}</td>
         <td class="num">{{ number(r.predicted_cost, 1, " s") }}</td>
         <td>{{ r.predicted_label }} <span class="muted">({{ percent(r.confidence) }})</span></td>
-        <td>{% for name, weight in r.top_strategies -%}
-          <span class="strategy">{{ name }} {{ percent(weight) }}</span>{{ ", " if not loop.last }}
-        {%- endfor %}</td></tr>
+        <td>{% for name, share in r.top_candidates -%}
+          <span class="strategy">{{ name }}: {{ share }}</span>{{ ", " if not loop.last }}
+        {%- endfor %}{% if r.top_strategies %} <span class="muted">(weights {% for name, weight in r.top_strategies
+          -%}{{ name }} {{ percent(weight) }}{{ ", " if not loop.last }}{%- endfor %})</span>{% endif %}</td></tr>
     {% endfor %}
     </tbody>
   </table>

@@ -60,7 +60,8 @@ def prediction(interface: LabelingInterface, label: str, score: float, model_ver
 
 
 def ranking_rows(task_ids: list[int], ranking: Any) -> list[dict[str, Any]]:
-    """One row per pool task: rank (1 = serve first), priority, score = 1 - priority, and provenance."""
+    """One row per pool task: rank (1 = serve first), priority, score = 1 - priority, and provenance (the
+    mixture weights and the candidates that score the task highest)."""
     priority = np.clip(np.asarray(ranking.priority, dtype=float), 0.0, 1.0)
     positions = np.empty(len(priority), dtype=int)
     positions[np.asarray(ranking.order)] = np.arange(1, len(priority) + 1)
@@ -82,6 +83,8 @@ def ranking_rows(task_ids: list[int], ranking: Any) -> list[dict[str, Any]]:
                 "strategy_weights": {
                     name: round(float(weight), 5) for name, weight in zip(names, weights[i], strict=True)
                 },
+                # why it ranks high: the three candidates that score it highest, with their percentile rank
+                "top_candidates": [[name, round(score, 4)] for name, score in ranking.top_candidates(i)],
             }
         )
     return rows

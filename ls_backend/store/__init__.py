@@ -23,9 +23,11 @@ from typing import Any
 
 from ls_backend.store.job_queue import ACTIVE_STATES, JobQueue
 from ls_backend.store.project_data import ProjectData
-from ls_backend.store.schema import MIGRATIONS, SCHEMA_1, SCHEMA_2, SCHEMA_VERSION, StoreVersionError
+from ls_backend.store.schema import MIGRATIONS, SCHEMA_1, SCHEMA_2, SCHEMA_3, SCHEMA_VERSION, StoreVersionError
 
-__all__ = ["ACTIVE_STATES", "MIGRATIONS", "SCHEMA_1", "SCHEMA_2", "SCHEMA_VERSION", "Store", "StoreVersionError"]
+__all__ = [
+    "ACTIVE_STATES", "MIGRATIONS", "SCHEMA_1", "SCHEMA_2", "SCHEMA_3", "SCHEMA_VERSION", "Store", "StoreVersionError",
+]
 
 
 class Store(JobQueue, ProjectData):

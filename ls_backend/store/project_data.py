@@ -111,8 +111,8 @@ class ProjectData(Database):
             db.execute("DELETE FROM rankings WHERE project_id=?", (project_id,))
             db.executemany(
                 "INSERT INTO rankings (project_id, task_id, model_version, rank, priority, score, "
-                "predicted_label, confidence, predicted_cost, informativeness, strategy_weights, ranked_at) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                "predicted_label, confidence, predicted_cost, informativeness, strategy_weights, top_candidates, "
+                "ranked_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 [
                     (
                         project_id,
@@ -126,6 +126,7 @@ class ProjectData(Database):
                         finite(row.get("predicted_cost")),
                         finite(row.get("informativeness")),
                         dump_json(row.get("strategy_weights")),
+                        dump_json(row.get("top_candidates")),
                         now,
                     )
                     for row in ranking_rows
@@ -325,4 +326,5 @@ def _model_row(row: sqlite3.Row) -> dict[str, Any]:
 def _ranking_row(row: sqlite3.Row) -> dict[str, Any]:
     ranked = dict(row)
     ranked["strategy_weights"] = load_json(ranked["strategy_weights"])
+    ranked["top_candidates"] = load_json(ranked.get("top_candidates")) or []
     return ranked

@@ -135,7 +135,10 @@ SCHEMA_2 = (
     """,
 )
 
-MIGRATIONS: tuple[tuple[int, str | tuple[str, ...]], ...] = ((1, SCHEMA_1), (2, SCHEMA_2))
+# Schema 3: each ranked task keeps the candidates that score it highest (the status page's and /explain's "why").
+SCHEMA_3 = ("ALTER TABLE rankings ADD COLUMN top_candidates TEXT",)
+
+MIGRATIONS: tuple[tuple[int, str | tuple[str, ...]], ...] = ((1, SCHEMA_1), (2, SCHEMA_2), (3, SCHEMA_3))
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 
