@@ -59,6 +59,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--first-seed", type=int, default=0,
                         help="seeds are first-seed .. first-seed+seeds-1")
     parser.add_argument("--cost-model", default="constant", choices=COST_MODELS)
+    parser.add_argument("--cost-rho", type=float, default=0.0,
+                        help="lognormal cost model: correlation of log-seconds with the item's difficulty (default 0)")
+    parser.add_argument("--cost-sigma", type=float, default=1.0,
+                        help="lognormal cost model: standard deviation of log-seconds (default 1.0)")
     parser.add_argument("--out", required=True, type=Path, help="output folder")
     parser.add_argument("--test-fraction", type=float, default=0.2,
                         help="stratified test share (default 0.2)")
@@ -127,6 +131,13 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
     return config
 
 
+def cost_model_name(args: argparse.Namespace) -> str:
+    """The cost model as recorded: ``lognormal`` carries its parameters (``lognormal(rho=0.3, sigma=1)``)."""
+    if args.cost_model == "lognormal":
+        return f"lognormal(rho={args.cost_rho:g}, sigma={args.cost_sigma:g})"
+    return args.cost_model
+
+
 def read_label_config(path: Path | None) -> str | None:
     """The text of ``--label-config`` (None when not given); ValueError when it cannot be read."""
     if path is None:
@@ -159,7 +170,7 @@ def settings_dict(args: argparse.Namespace, config: EngineConfig, seeds: list[in
         "seeds": seeds,
         "test_fraction": args.test_fraction,
         "max_test": args.max_test,
-        "cost_model": args.cost_model,
+        "cost_model": cost_model_name(args),
         "fashion_size": args.fashion_size,
         "engine": config.to_dict(),
     }
@@ -273,7 +284,7 @@ def run(args: argparse.Namespace) -> Path:
     progress = make_progress(todo * rounds_per_run(replay), args.no_progress)
     try:
         for dataset in datasets:
-            costs = item_costs(dataset, args.cost_model)
+            costs = item_costs(dataset, args.cost_model, rho=args.cost_rho, sigma=args.cost_sigma)
             entry = results["datasets"].setdefault(dataset.name, {"runs": []})
             entry.update({
                 "n_items": len(dataset),
@@ -281,7 +292,7 @@ def run(args: argparse.Namespace) -> Path:
                 "n_test": replay.test_size(len(dataset)),
                 "n_classes": dataset.n_classes,
                 "class_names": list(dataset.class_names),
-                "cost_model": args.cost_model,
+                "cost_model": cost_model_name(args),
                 "cost_summary": {
                     "mean": float(costs.mean()), "min": float(costs.min()), "max": float(costs.max()),
                 },

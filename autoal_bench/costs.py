@@ -12,6 +12,17 @@ The offline data sets carry no annotation times, so the cost model is stated, no
 
   (2 s for an obvious item, 20 s for a coin flip between two classes). The costs are a fixed property of
   each item, the same for every strategy and seed.
+- ``lognormal``: costs as a real project produces them: they vary a lot from item to item, mostly with
+  something visible in the item, and only partly with its difficulty. With v the item's edge density (mean
+  absolute difference of neighbouring pixels, a proxy for how much there is to look at), made orthogonal
+  to the ambiguity a above and both standardized (v~, a~),
+
+      z = rho * a~ + sqrt(1 - rho^2) * v~        (so corr(z, a~) = rho, sd(z) = 1)
+      seconds = LOGNORMAL_BASE_SECONDS * exp(sigma * z)
+
+  rho (``--cost-rho``, default 0) sets how much cost is difficulty, sigma (``--cost-sigma``, default 1.0)
+  how much it varies (the log-seconds' standard deviation). Fixed per item, the same for every strategy and
+  seed, and predictable from the pixels: a cost model has something to learn.
 - ``lead-time``: the real ``lead_time`` of each annotation from a Label Studio export.
 """
 
@@ -21,8 +32,9 @@ import numpy as np
 
 from autoal_bench.datasets import BenchDataset
 
-COST_MODELS = ("constant", "difficulty", "lead-time")
+COST_MODELS = ("constant", "difficulty", "lognormal", "lead-time")
 CONSTANT_SECONDS = 10.0
+LOGNORMAL_BASE_SECONDS = 10.0
 DIFFICULTY_MIN_SECONDS = 2.0
 DIFFICULTY_MAX_SECONDS = 20.0
 
@@ -46,13 +58,44 @@ def ambiguity(inputs: np.ndarray, labels: np.ndarray, seed: int = 0) -> np.ndarr
     return 1.0 - (top2[:, 1] - top2[:, 0])
 
 
-def item_costs(dataset: BenchDataset, model: str, seed: int = 0) -> np.ndarray:
-    """Seconds to label each item of ``dataset`` under the named cost model."""
+def edge_density(inputs: np.ndarray) -> np.ndarray:
+    """Mean absolute difference between horizontally and vertically neighbouring pixels, per item."""
+    images = inputs.astype(np.float64)
+    images = images.reshape(len(images), -1, *images.shape[-2:])
+    across = np.abs(np.diff(images, axis=-1)).mean(axis=(1, 2, 3))
+    down = np.abs(np.diff(images, axis=-2)).mean(axis=(1, 2, 3))
+    return across + down
+
+
+def lognormal_seconds(visual: np.ndarray, difficulty: np.ndarray, rho: float, sigma: float) -> np.ndarray:
+    """base * exp(sigma * (rho a~ + sqrt(1 - rho^2) v~)), with v made orthogonal to a, both standardized."""
+    if not -1.0 <= rho <= 1.0:
+        raise ValueError(f"--cost-rho: must be in [-1, 1], got {rho!r}")
+    if not sigma >= 0.0:
+        raise ValueError(f"--cost-sigma: must be >= 0, got {sigma!r}")
+    a = _standardized(difficulty)
+    v = np.asarray(visual, dtype=np.float64) - np.mean(visual)
+    v = _standardized(v - (v @ a) / (a @ a) * a if a.any() else v)
+    z = rho * a + np.sqrt(1.0 - rho**2) * v
+    return LOGNORMAL_BASE_SECONDS * np.exp(sigma * z)
+
+
+def _standardized(values: np.ndarray) -> np.ndarray:
+    values = np.asarray(values, dtype=np.float64)
+    spread = values.std()
+    return (values - values.mean()) / spread if spread > 0 else np.zeros_like(values)
+
+
+def item_costs(dataset: BenchDataset, model: str, seed: int = 0, rho: float = 0.0, sigma: float = 1.0) -> np.ndarray:
+    """Seconds to label each item of ``dataset`` under the named cost model (``rho``, ``sigma``: lognormal's)."""
     if model == "constant":
         return np.full(len(dataset), CONSTANT_SECONDS)
     if model == "difficulty":
         spread = DIFFICULTY_MAX_SECONDS - DIFFICULTY_MIN_SECONDS
         return DIFFICULTY_MIN_SECONDS + spread * ambiguity(dataset.inputs, dataset.labels, seed)
+    if model == "lognormal":
+        return lognormal_seconds(edge_density(dataset.inputs), ambiguity(dataset.inputs, dataset.labels, seed),
+                                 rho, sigma)
     if model == "lead-time":
         if dataset.lead_times is None:
             raise ValueError(

@@ -257,3 +257,23 @@ def test_label_studio_export_infers_a_single_choices_control(tmp_path: Path) -> 
         load_label_studio_export(export)
     with pytest.raises(ValueError, match="label config: .*Image"):
         load_label_studio_export(export, label_config="<View><Text name='t' value='$text'/></View>")
+
+
+def test_lognormal_costs_follow_the_difficulty_only_as_much_as_rho_says() -> None:
+    from scipy.stats import pearsonr, spearmanr
+
+    from autoal_bench.costs import LOGNORMAL_BASE_SECONDS, ambiguity, edge_density, item_costs
+    from autoal_bench.datasets import load_digits_dataset
+
+    dataset = load_digits_dataset()
+    difficulty = ambiguity(dataset.inputs, dataset.labels)
+    independent = item_costs(dataset, "lognormal", rho=0.0, sigma=1.0)
+    correlated = item_costs(dataset, "lognormal", rho=0.7, sigma=1.0)
+    assert abs(pearsonr(np.log(independent), difficulty)[0]) < 0.01  # rho = 0: nothing to do with difficulty
+    assert pearsonr(np.log(correlated), difficulty)[0] > 0.6
+    assert np.log(independent).std() == pytest.approx(1.0, abs=1e-6)  # sigma is the log-seconds' spread
+    assert np.exp(np.log(independent).mean()) == pytest.approx(LOGNORMAL_BASE_SECONDS)
+    assert spearmanr(independent, edge_density(dataset.inputs))[0] > 0.8  # predictable from the pixels
+    np.testing.assert_array_equal(independent, item_costs(dataset, "lognormal", rho=0.0, sigma=1.0))
+    with pytest.raises(ValueError, match="--cost-rho"):
+        item_costs(dataset, "lognormal", rho=1.5)
