@@ -7,6 +7,9 @@ head of the queue), cost-blind (``cost.gamma = 0``). Two variants differ from it
 only: ``autoal_search`` learns them (the AutoAL search on) and ``autoal_uniform`` keeps them equal (the
 search off), whatever the base configuration says. ``autoal_cost`` is ``autoal`` fitted with the labeled
 items' observed seconds and ranked by value per predicted cost (the configured ``cost.gamma``).
+``autoal_paper`` is the released AutoAL code's choices (``EngineConfig.paper()``: its 7 candidates, binary
+votes, raw SearchNet logits, the top-b, the search on) on the base configuration's task model, so the
+report shows what the corrections of docs/engine.md are worth.
 
 ``Tuning`` wraps any of them to switch the model tuning on or off (``--tuning on|off``); a run whose
 model is tuned is named ``<strategy>+tuned``, so tuned and fixed runs of a strategy sit side by side.
@@ -27,7 +30,8 @@ AUTOAL = "autoal"
 AUTOAL_COST = "autoal_cost"
 AUTOAL_UNIFORM = "autoal_uniform"
 AUTOAL_SEARCH = "autoal_search"
-AUTOAL_NAMES = (AUTOAL, AUTOAL_COST, AUTOAL_UNIFORM, AUTOAL_SEARCH)
+AUTOAL_PAPER = "autoal_paper"
+AUTOAL_NAMES = (AUTOAL, AUTOAL_COST, AUTOAL_UNIFORM, AUTOAL_SEARCH, AUTOAL_PAPER)
 
 
 class EngineSelector:
@@ -64,6 +68,24 @@ class EngineSelector:
         return picks, extra
 
 
+class PaperSelector(EngineSelector):
+    """The released AutoAL (``EngineConfig.paper()``) with the base configuration's task model and training."""
+
+    def __init__(self) -> None:
+        super().__init__(AUTOAL_PAPER, None, search=True, cost_aware=False)
+
+    def engine_config(self, base: EngineConfig) -> EngineConfig:
+        config = EngineConfig.paper()
+        for section in ("model", "holdout", "cost", "tuning"):
+            setattr(config, section, copy.deepcopy(getattr(base, section)))
+        config.search.iterations = base.search.iterations
+        config.batch_size, config.seed = base.batch_size, base.seed
+        config.search.enabled = True
+        config.cost.gamma = 0.0
+        config.validate()
+        return config
+
+
 def engine_selector(name: str) -> EngineSelector:
     """One of ``AUTOAL_NAMES`` or the name of a registered candidate strategy (e.g. ``margin``)."""
     if name == AUTOAL:
@@ -74,6 +96,8 @@ def engine_selector(name: str) -> EngineSelector:
         return EngineSelector(AUTOAL_UNIFORM, None, search=False, cost_aware=False)
     if name == AUTOAL_SEARCH:
         return EngineSelector(AUTOAL_SEARCH, None, search=True, cost_aware=False)
+    if name == AUTOAL_PAPER:
+        return PaperSelector()
     if name in STRATEGIES:
         return EngineSelector(name, (name,), search=False, cost_aware=False)
     known = ", ".join([*AUTOAL_NAMES, *sorted(STRATEGIES)])

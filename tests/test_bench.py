@@ -288,3 +288,16 @@ def test_tuning_on_names_the_runs_tuned_records_each_tuning_and_carries_the_incu
     assert rounds[0]["tuning"]["trials"] >= 1 and rounds[0]["tuning_seconds"] > 0  # never tuned: tunes at 20
     assert "tuning" in rounds[1]  # 30 >= 1.5 x 20
     assert "tuning" not in rounds[2] and rounds[2]["tuning_seconds"] == 0  # 40 < 1.5 x 30: the incumbent
+
+
+def test_autoal_paper_runs_the_released_codes_choices_on_the_base_task_model() -> None:
+    base = tiny_config()
+    paper = engine_selector("autoal_paper").engine_config(base)
+    released = EngineConfig.paper()
+    assert paper.strategies == released.strategies and paper.mixture.candidate_scores == "vote"
+    assert paper.search.enabled and paper.search.weighting == "logits" and paper.batch_diversity == "none"
+    assert paper.model == base.model and paper.search.iterations == base.search.iterations
+    dataset = load_digits_dataset()
+    runs = run_dataset(dataset, item_costs(dataset, "constant"), [engine_selector("autoal_paper")],
+                       ReplaySettings(init=20, batch=10, budget=30), base, seeds=[0])
+    assert runs[0]["strategy"] == "autoal_paper" and runs[0]["autoal_settings"]["search"]["weighting"] == "logits"
