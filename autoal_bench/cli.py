@@ -48,7 +48,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "or a Label Studio JSON export")
     parser.add_argument("--strategies", default=DEFAULT_STRATEGY_LIST,
                         help="comma-separated engine strategies and autoal, autoal_search, autoal_uniform, "
-                             "autoal_cost (default: random, every default candidate, autoal)")
+                             "autoal_paper, autoal_cost (default: random, every default candidate, autoal)")
     parser.add_argument("--peers", default="", help=f"comma-separated peers ({', '.join(PEERS)}) or 'all'")
     parser.add_argument("--init", type=int, default=20, help="initial random labels (default 20)")
     parser.add_argument("--batch", type=int, default=20,
