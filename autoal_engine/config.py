@@ -164,7 +164,9 @@ class TuningConfig:
     more than its CV standard error)."""
 
     enabled: bool = False  # off: every fit trains ``model`` as configured
-    budget_seconds: float = 10.0  # wall seconds of one tuning (the incumbent is always evaluated first)
+    # seconds of one tuning: CPU seconds of the process on a CPU (the same work on an idle or a busy machine),
+    # wall seconds on CUDA; the incumbent is always evaluated first
+    budget_seconds: float = 20.0
     growth_factor: float = 1.5  # tune again when the labeled set has grown by this factor since the last tuning
     folds: int = 3  # CV folds (fewer when a class has fewer labels; below 2: no tuning)
     repeats: int = 1  # CV repetitions with other fold assignments

@@ -1,4 +1,4 @@
-"""Successive halving over a training resource under a wall-clock budget, with Optuna's ask-and-tell.
+"""Successive halving over a training resource under a seconds budget, with Optuna's ask-and-tell.
 
 Each trial draws a configuration from a define-by-run space (TPE, `optuna.samplers.TPESampler` with
 explicit arguments: multivariate and grouped, so each branch of the hierarchy is modelled on its own) and
@@ -8,8 +8,8 @@ trial unless its score is in the top 1/eta of the scores reached at that rung so
 eta times longer. One bracket only: with TPE every Hyperband bracket would need its own startup trials.
 
 The incumbent is enqueued first and is never pruned, so it is always scored at every rung (unless the
-budget runs out first). The loop stops at the deadline (``budget_seconds`` after the start: a trial
-caught by it is recorded as "stopped"), after ``max_trials``, or when the space is exhausted. Storage is
+budget runs out first). The loop stops at the deadline (``budget_seconds`` after the start on ``clock``:
+a trial caught by it is recorded as "stopped"), after ``max_trials``, or when the space is exhausted. Storage is
 in memory, the study name fixed and the sampler seeded: the same seed and scores give the same trials.
 """
 

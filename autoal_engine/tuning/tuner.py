@@ -82,6 +82,7 @@ def tune(source: ImageSource, labels: np.ndarray, n_classes: int, base: ModelCon
          config: TuningConfig, channels: int, seed: int, device: torch.device) -> TuningOutcome:
     """Tune on the labeled ``source`` / ``labels`` (class indices); see the module docstring."""
     started = time.perf_counter()
+    clock = budget_clock(device)
     incumbent_config = apply_recipe(base, state.recipe)
     folds = cv_folds(labels, config.folds, config.repeats, seed)
     report: dict[str, Any] = {"ran": False, "n_labels": int(len(labels)), "budget_seconds": config.budget_seconds}
@@ -91,13 +92,13 @@ def tune(source: ImageSource, labels: np.ndarray, n_classes: int, base: ModelCon
     context = model_space.SpaceContext.build(incumbent_config, config.families, source.native_side(),
                                              min(len(train) for train, _ in folds), config.flips)
     rungs = rungs_for(config.min_epochs, config.max_epochs, config.reduction_factor)
-    evaluate = _cv_evaluator(source, labels, n_classes, base, folds, channels, seed, device)
+    evaluate = _cv_evaluator(source, labels, n_classes, base, folds, channels, seed, device, clock)
     def space(trial: optuna.Trial, incumbent: bool) -> None:
         model_space.suggest(trial, context, incumbent)
 
     records = successive_halving(space, evaluate, model_space.params_of(incumbent_config, context), rungs,
                                  config.reduction_factor, config.budget_seconds, seed, config.max_trials,
-                                 config.startup_trials)
+                                 config.startup_trials, clock=clock)
     incumbent = records[0] if records and records[0].incumbent else None
     winner = max((r for r in records if r.score is not None), key=lambda r: r.score.mean, default=None)
     same = winner is None or incumbent is None or winner.params == incumbent.params
@@ -123,7 +124,7 @@ def tune(source: ImageSource, labels: np.ndarray, n_classes: int, base: ModelCon
         "cv_accuracy": None if chosen is None or chosen.score is None else chosen.score.mean,
         "cv_se": None if chosen is None or chosen.score is None else chosen.score.se,
         "cv_note": CV_NOTE,
-        "seconds": time.perf_counter() - started,
+        "seconds": time.perf_counter() - started,  # wall seconds; the budget counts clock's
     })
     log.info("tuning on %d labels: %d trials (%d completed, %d pruned) in %.1fs; %s", len(labels), len(records),
              report["completed"], report["pruned"], report["seconds"], decision.reason)
@@ -138,9 +139,16 @@ def _summary(record: TrialRecord | None) -> dict[str, Any] | None:
             "cv_accuracy": None if score is None else score.mean, "cv_se": None if score is None else score.se}
 
 
+def budget_clock(device: torch.device) -> Callable[[], float]:
+    """What the budget counts: on a CPU the process's CPU seconds (``time.process_time``), so a tuning does the
+    same work whether the machine is idle or busy (on a loaded machine it takes longer, it does not do less);
+    on CUDA wall seconds (GPU work is not CPU time)."""
+    return time.perf_counter if device.type == "cuda" else time.process_time
+
+
 def _cv_evaluator(source: ImageSource, labels: np.ndarray, n_classes: int, base: ModelConfig,
-                  folds: list[tuple[np.ndarray, np.ndarray]], channels: int, seed: int, device: torch.device
-                  ) -> Callable[[dict[str, Any], int, float], np.ndarray]:
+                  folds: list[tuple[np.ndarray, np.ndarray]], channels: int, seed: int, device: torch.device,
+                  clock: Callable[[], float]) -> Callable[[dict[str, Any], int, float], np.ndarray]:
     """(params, epochs, deadline) -> accuracy on each fold's test items of a model trained on its rest."""
     images_by_size: dict[int, torch.Tensor] = {}
     targets = torch.from_numpy(labels)
@@ -152,7 +160,7 @@ def _cv_evaluator(source: ImageSource, labels: np.ndarray, n_classes: int, base:
         images = images_by_size[config.image_size]
         scores = []
         for index, (train, test) in enumerate(folds):
-            if time.perf_counter() > deadline:
+            if clock() > deadline:
                 raise OutOfBudget
             torch.manual_seed(seed + index)  # the initial weights: the same for every trial of a fold
             model = TaskModel(config, channels, n_classes)
