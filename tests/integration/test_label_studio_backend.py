@@ -45,25 +45,27 @@ def setup(label_studio, digit_images, tmp_path_factory):
     ls = label_studio
     project_id = create_project(ls, "AutoAL digits", digit_images)
     backend = start_backend(ls, tmp_path_factory.mktemp("backend"))
-    ml_id = connect_backend(ls, project_id, backend)
-    wait_for(lambda: webhook_authorization(ls, project_id), 60, "the webhook to carry basic auth")
+    try:  # a setup that fails half-way stops the backend too
+        ml_id = connect_backend(ls, project_id, backend)
+        wait_for(lambda: webhook_authorization(ls, project_id), 60, "the webhook to carry basic auth")
 
-    tasks = list_tasks(ls, project_id)
-    by_class: dict[str, list] = {c: [] for c in CLASSES}
-    for task in tasks:
-        by_class[true_label(task)].append(task)
-    chosen = [by_class[c][i] for i in range(FIRST_LABELS // len(CLASSES)) for c in CLASSES]
-    annotation_ids = {}
-    for task in chosen:
-        label = true_label(task)
-        annotation_ids[task["id"]] = annotate(ls, task, lead_time=3.0 + int(label))  # some digits "cost" more
-    wait_for(
-        lambda: backend.settled(project_id) and backend.store.pending_events(project_id) == 0,
-        300,
-        "the retrains triggered by the first annotations",
-    )
-    yield {"ls": ls, "project": project_id, "backend": backend, "ml_id": ml_id, "annotations": annotation_ids}
-    stop_process(backend.process)
+        tasks = list_tasks(ls, project_id)
+        by_class: dict[str, list] = {c: [] for c in CLASSES}
+        for task in tasks:
+            by_class[true_label(task)].append(task)
+        chosen = [by_class[c][i] for i in range(FIRST_LABELS // len(CLASSES)) for c in CLASSES]
+        annotation_ids = {}
+        for task in chosen:
+            label = true_label(task)
+            annotation_ids[task["id"]] = annotate(ls, task, lead_time=3.0 + int(label))  # some digits "cost" more
+        wait_for(
+            lambda: backend.settled(project_id) and backend.store.pending_events(project_id) == 0,
+            300,
+            "the retrains triggered by the first annotations",
+        )
+        yield {"ls": ls, "project": project_id, "backend": backend, "ml_id": ml_id, "annotations": annotation_ids}
+    finally:
+        stop_process(backend.process)
 
 
 def webhook_authorization(ls, project_id: int) -> str | None:
