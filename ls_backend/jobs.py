@@ -30,7 +30,6 @@ import logging
 import shutil
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from ls_backend.label_config import LabelConfigs
@@ -181,9 +180,8 @@ class RetrainAndRank:
         """The current model's tuning state (its incumbent configuration), handed to the next fit."""
         from autoal_engine.tuning import TuningState
 
-        version = self.store.current_version(self.project_id)
-        current = self.store.model(self.project_id, version) if version else None
-        return TuningState.from_dict(((current or {}).get("report") or {}).get("tuning_state"))
+        current = self.store.current_model(self.project_id) or {}
+        return TuningState.from_dict((current.get("report") or {}).get("tuning_state"))
 
     def fetch_media(
         self, ls: LabelStudioClient, interface: LabelingInterface, labeled: list[dict], pool: list[dict]
@@ -292,12 +290,5 @@ def check_trainable(labeled: list[dict[str, Any]], pool: list[dict[str, Any]]) -
         raise SkipJob(f"waiting for labels: {len(labeled)} labeled tasks in {len(classes)} classes, 2 classes needed")
     if not pool:
         raise SkipJob("no unlabeled tasks to rank")
-
-
-def latest_checkpoint(store: Store, project_id: int) -> tuple[str, Path] | None:
-    """(version, directory) of the project's current model, or None before the first one."""
-    version = store.current_version(project_id)
-    model = store.model(project_id, version) if version else None
-    return (version, Path(model["checkpoint"])) if model else None
 
 

@@ -15,9 +15,9 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
+from pathlib import Path
 from typing import Any
 
-from ls_backend.jobs import latest_checkpoint
 from ls_backend.labeling import LabelingInterface
 from ls_backend.labelstudio import LabelStudioClient, LabelStudioError
 from ls_backend.media import MediaFetcher
@@ -87,10 +87,10 @@ class Predictor:
 
     def _engine(self, project_id: int) -> tuple[str, Any] | None:
         """The project's current model, loaded once per version; falls back to older good versions."""
-        checkpoint = latest_checkpoint(self.store, project_id)
-        if checkpoint is None:
+        current = self.store.current_model(project_id)
+        if current is None:
             return None
-        version, directory = checkpoint
+        version, directory = current["model_version"], Path(current["checkpoint"])
         with self._lock:
             cached = self._engines.get(project_id)
             if cached is not None and cached[0] == version:

@@ -140,6 +140,11 @@ class ProjectData(Database):
             )
             db.execute("DELETE FROM pending_pushes WHERE project_id=?", (project_id,))
 
+    def current_model(self, project_id: int) -> dict[str, Any] | None:
+        """The row of the project's current model version, or None before the first one."""
+        version = self.current_version(project_id)
+        return self.model(project_id, version) if version else None
+
     def model(self, project_id: int, model_version: str) -> dict[str, Any] | None:
         with self._read() as db:
             row = db.execute(
