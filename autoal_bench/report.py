@@ -20,7 +20,7 @@ import numpy as np
 from autoal_bench.goals import Goals
 from autoal_bench.metrics import Paired, cost_saved, first_reaching, normalized_aubc, paired_difference
 from autoal_bench.selectors import AUTOAL, AUTOAL_NAMES, AUTOAL_SEARCH, AUTOAL_UNIFORM
-from autoal_bench.tuning_report import tuning_lines
+from autoal_bench.tuning_report import SHALLOW, TUNED, tuning_lines
 
 logger = logging.getLogger(__name__)
 
@@ -147,7 +147,8 @@ def goal_check(runs: list[dict[str, Any]], goals: Goals | None = None) -> dict[s
     autoal = grouped.get(AUTOAL)
     if autoal is None:
         return None
-    candidates = {n: c for n, c in grouped.items() if n not in NON_CANDIDATES and "." not in n}
+    candidates = {n: c for n, c in grouped.items()
+                  if n not in NON_CANDIDATES and "." not in n and not n.endswith(TUNED) and n != SHALLOW}
     best = max(candidates, key=lambda n: candidates[n].aubc.mean()) if candidates else None
     check: dict[str, Any] = {"autoal_aubc": float(autoal.aubc.mean()), "best_candidate": best}
     if best is not None:

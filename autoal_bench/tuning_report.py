@@ -65,6 +65,9 @@ def tuning_rows(grouped: dict[str, Any]) -> list[dict[str, Any]]:
             "aubc": float(curve.aubc.mean()),
             "vs_fixed": _paired(curve, grouped[base]) if name.endswith(TUNED) and base in grouped else None,
             "vs_shallow": _paired(curve, shallow) if shallow is not None else None,
+            # the same model, random picks: X+tuned vs random+tuned, X vs random
+            "vs_random": (_paired(curve, grouped[random]) if (random := "random" + name[len(base):]) in grouped
+                          and random != name else None),
             "largest_drop": float(drops.max()),
             "median_largest_drop": float(np.median(drops)),
             "tuning_share": tuning_share(curve),
@@ -86,13 +89,15 @@ def tuning_lines(grouped: dict[str, Any]) -> list[str]:
         lines.append("")
     if rows:
         lines += [
-            "| strategy | seeds | AUBC | tuned - fixed (wins/n) | - shallow (wins/n) | largest drop between rounds "
+            "| strategy | seeds | AUBC | tuned - fixed (wins/n) | - random, same model (wins/n) | - shallow (wins/n) "
+            "| largest drop between rounds "
             "(max / median of runs) | tuning share of compute | tuning s per run | CV - test accuracy |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in rows:
             lines.append(
-                f"| {r['strategy']} | {r['seeds']} | {r['aubc']:.3f} | {_vs(r['vs_fixed'])} | {_vs(r['vs_shallow'])} "
+                f"| {r['strategy']} | {r['seeds']} | {r['aubc']:.3f} | {_vs(r['vs_fixed'])} | {_vs(r['vs_random'])} "
+                f"| {_vs(r['vs_shallow'])} "
                 f"| {r['largest_drop']:.3f} / {r['median_largest_drop']:.3f} | {100 * r['tuning_share']:.0f}% "
                 f"| {r['tuning_seconds_per_run']:.0f} | "
                 f"{'-' if r['cv_optimism'] is None else format(r['cv_optimism'], '+.3f')} |")

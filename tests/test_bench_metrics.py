@@ -93,10 +93,13 @@ def test_the_tuning_section_pairs_tuned_with_fixed_runs_and_measures_drops_and_t
 
     runs = [run("random", 0, [0.5, 0.7, 0.6]), run("random", 1, [0.5, 0.6, 0.7]),
             run("random+tuned", 0, [0.6, 0.8, 0.8], tuning=3.0), run("random+tuned", 1, [0.55, 0.7, 0.69], 3.0),
-            run("shallow", 0, [0.4, 0.5, 0.6]), run("shallow", 1, [0.4, 0.5, 0.6])]
+            run("shallow", 0, [0.4, 0.5, 0.6]), run("shallow", 1, [0.4, 0.5, 0.6]),
+            run("autoal+tuned", 0, [0.6, 0.9, 0.9], tuning=3.0), run("autoal+tuned", 1, [0.55, 0.6, 0.69], 3.0)]
     np.testing.assert_allclose(largest_drops(np.array([[0.5, 0.7, 0.6], [0.5, 0.6, 0.7]])), [0.1, 0.0])
     rows = {r["strategy"]: r for r in tuning_rows(curves(runs))}
-    assert set(rows) == {"random", "random+tuned"}
+    assert set(rows) == {"random", "random+tuned", "autoal+tuned"}
+    autoal = rows["autoal+tuned"]  # compared with random's picks under the same (tuned) model
+    assert autoal["vs_random"].n == 2 and autoal["vs_random"].wins == 1 and autoal["vs_fixed"] is None
     tuned = rows["random+tuned"]
     assert tuned["vs_fixed"].wins == 2 and tuned["vs_fixed"].mean > 0 and rows["random"]["vs_fixed"] is None
     assert tuned["tuning_share"] == pytest.approx(3.0 / 6.0)  # 3 s of tuning, 3 rounds x 1 s of training
