@@ -6,8 +6,9 @@
     augment           none | shift | shift_crop;  flip (only with ``tuning.flips``)
     loss              cross_entropy | label_smoothing -> epsilon | class_balanced | focal -> gamma
     small_cnn.        width, dropout, lr, weight_decay
-    frozen.           features (pca | the pretrained backbone) -> pca_components (bounded by the fold's
-                      training size), head (linear | mlp -> head_hidden), dropout, lr, weight_decay
+    frozen.           features (pca | the pretrained backbone) -> pca_components (8-200: a cap, the PCA
+                      keeps at most n - 1 of them on n training images), head (linear | mlp -> head_hidden),
+                      dropout, lr, weight_decay
     resnet18.         dropout, lr, weight_decay
 
 A parameter of a family is named ``<family>.<field>``, so a trial's record shows that it holds its own
@@ -34,6 +35,7 @@ RANGES = {  # family -> field -> (low, high, log)
     "resnet18": {"dropout": (0.05, 0.5, False), "lr": (1e-4, 3e-3, True), "weight_decay": (1e-6, 1e-2, True)},
 }
 WIDTHS = (8, 16, 32)
+MIN_COMPONENTS, MAX_COMPONENTS = 8, 200
 HIDDEN = (64, 128, 256)
 
 
@@ -43,14 +45,12 @@ class SpaceContext:
 
     families: tuple[str, ...]  # what trials may draw (tuning.families)
     image_sizes: tuple[int, ...]
-    max_components: int  # PCA components: below the smallest fold's training size
     flips: bool
     pretrained: str | None  # the backbone whose weights pretrained_path holds, if any
     incumbent_family: str | None = None  # outside ``families``: in the space for the incumbent only
 
     @classmethod
-    def build(cls, base: ModelConfig, families: tuple[str, ...], native_side: int, smallest_train: int,
-              flips: bool) -> SpaceContext:
+    def build(cls, base: ModelConfig, families: tuple[str, ...], native_side: int, flips: bool) -> SpaceContext:
         sizes = {side for side in SIDES if side <= native_side} | {base.image_size}
         if native_side < SIDES[0]:
             sizes.add(max(8, native_side))
@@ -58,7 +58,7 @@ class SpaceContext:
         if base.backbone == "frozen" and base.features != "pca":
             pretrained = base.features
         extra = None if base.backbone in families else base.backbone
-        return cls(tuple(families), tuple(sorted(sizes)), max(1, smallest_train - 1), flips, pretrained, extra)
+        return cls(tuple(families), tuple(sorted(sizes)), flips, pretrained, extra)
 
 
 def suggest(trial: optuna.Trial, context: SpaceContext, incumbent: bool = False) -> None:
@@ -83,8 +83,10 @@ def suggest(trial: optuna.Trial, context: SpaceContext, incumbent: bool = False)
     elif family == "frozen":
         features = ["pca"] + ([context.pretrained] if context.pretrained else [])
         if trial.suggest_categorical("frozen.features", features) == "pca":
-            high = min(200, context.max_components)
-            trial.suggest_int("frozen.pca_components", min(8, high), high, log=True)
+            # a cap, not a count: on n images the PCA keeps min(cap, n - 1) (models.PixelPCA), so a cap chosen
+            # on few labels keeps its meaning as the labels grow (a count bounded by the fold size would stay
+            # as small as the first tuning's folds)
+            trial.suggest_int("frozen.pca_components", MIN_COMPONENTS, MAX_COMPONENTS, log=True)
         if trial.suggest_categorical("frozen.head", ["linear", "mlp"]) == "mlp":
             trial.suggest_categorical("frozen.head_hidden", list(HIDDEN))
     for name, (low, high, log) in RANGES[family].items():
@@ -120,8 +122,7 @@ def params_of(config: ModelConfig, context: SpaceContext) -> dict[str, Any]:
     elif family == "frozen":
         params["frozen.features"] = config.features
         if config.features == "pca":
-            high = min(200, context.max_components)
-            params["frozen.pca_components"] = int(_clip(config.pca_components, min(8, high), high))
+            params["frozen.pca_components"] = int(_clip(config.pca_components, MIN_COMPONENTS, MAX_COMPONENTS))
         params["frozen.head"] = config.head
         if config.head == "mlp":
             params["frozen.head_hidden"] = config.head_hidden if config.head_hidden in HIDDEN else 128

@@ -89,8 +89,7 @@ def tune(source: ImageSource, labels: np.ndarray, n_classes: int, base: ModelCon
     if not folds:
         report["reason"] = "too few labels per class for 2 CV folds: the incumbent is kept"
         return TuningOutcome(dict(state.recipe), report, None)
-    context = model_space.SpaceContext.build(incumbent_config, config.families, source.native_side(),
-                                             min(len(train) for train, _ in folds), config.flips)
+    context = model_space.SpaceContext.build(incumbent_config, config.families, source.native_side(), config.flips)
     rungs = rungs_for(config.min_epochs, config.max_epochs, config.reduction_factor)
     evaluate = _cv_evaluator(source, labels, n_classes, base, folds, channels, seed, device, clock)
     def space(trial: optuna.Trial, incumbent: bool) -> None:
