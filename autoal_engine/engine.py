@@ -1,10 +1,13 @@
 """The engine facade: ``Engine(config).fit(inputs, labels, costs) -> rank(pool) -> Ranking``.
 
 fit:
+ 0. with ``tuning.enabled``, when a tuning is due, choose the task model's configuration from the labels
+    (tuning/); otherwise train the incumbent configuration (``tuning_state``) or ``model`` as configured;
  1. train the task model f on the labeled set;
  2. fit the cost model on observed seconds (features: top principal components of f's embedding);
  3. split the labeled set into stratified halves and train a FitNet on each half; each predicts the other
-    half (the held-out accuracy; settings ``holdout.*``). With the search on (``search.enabled``, off by
+    half (the held-out accuracy; settings ``holdout.*``; after a tuning with the search off, the tuning's CV
+    accuracy instead, and no FitNets). With the search on (``search.enabled``, off by
     default) the FitNets also score the other half with every candidate strategy (the simulated AL round,
     cross-fitted) and the SearchNet / FitNet bilevel search runs on those cached records (AutoAL-R, spec
     section 9); otherwise the candidates get equal weights.
