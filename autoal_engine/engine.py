@@ -55,7 +55,7 @@ from autoal_engine.search import (
     searchnet_from_state,
 )
 from autoal_engine.strategies import check_strategy_names, needs_mc_dropout, score_matrix
-from autoal_engine.tuning import TuningOutcome, TuningState, apply_recipe, due
+from autoal_engine.tuning import TuningOutcome, TuningState, due, trained_model_config
 from autoal_engine.tuning import tune as tune_model
 
 log = logging.getLogger(__name__)
@@ -180,10 +180,6 @@ class Engine:
         """Tune the model configuration when due (tuning/), else keep the incumbent; sets model_config and
         tuning_state."""
         run, why = due(state, len(y), self.config.tuning, force)
-        if not self.config.tuning.enabled:  # the configured model as it is; the state waits for a re-enable
-            self.tuning_state = TuningState(dict(state.recipe), state.tuned_at)
-            self.model_config = self.config.model
-            return TuningOutcome({}, {"ran": False, "reason": why}, None)
         if run:
             outcome = tune_model(source, y, len(self.classes), self.config.model, state, self.config.tuning,
                                  self.channels, self.config.seed, self.device)
@@ -192,7 +188,7 @@ class Engine:
         else:
             outcome = TuningOutcome(dict(state.recipe), {"ran": False, "reason": why}, None)
             self.tuning_state = TuningState(dict(state.recipe), state.tuned_at)
-        self.model_config = apply_recipe(self.config.model, self.tuning_state.recipe)
+        self.model_config = trained_model_config(self.config, self.tuning_state)
         return outcome
 
     def _ratio(self, pool_size: int | None) -> float:
@@ -403,7 +399,7 @@ class Engine:
         engine.classes = tuple(state["classes"])
         engine.channels = state["channels"]
         engine.tuning_state = TuningState.from_dict(state.get("tuning_state"))
-        engine.model_config = apply_recipe(config.model, engine.tuning_state.recipe)
+        engine.model_config = trained_model_config(config, engine.tuning_state)
         engine.model = TaskModel(engine.model_config, engine.channels, len(engine.classes))
         _load_model_state(engine.model, state["model"])
         engine.model.to(engine.device).eval()

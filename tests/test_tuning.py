@@ -177,6 +177,10 @@ def test_a_tuned_engine_round_trips_through_save_and_load_and_ranks_identically(
     config.tuning.enabled = False
     off = Engine(config).fit(more_images, more_labels, tuning_state=loaded.tuning_state)
     assert off.model_config == config.model and off.tuning_state == loaded.tuning_state
+    off.save(tmp_path / "off")  # and it loads as it was trained, not with the waiting recipe
+    reloaded = Engine.load(tmp_path / "off")
+    assert reloaded.model_config == config.model
+    assert np.array_equal(reloaded.rank(pool).order, off.rank(pool).order)
 
 
 @pytest.mark.parametrize("bad, field", [

@@ -7,6 +7,6 @@
 - ``tuner``: one tuning on the labeled set, and when a tuning is due.
 """
 
-from autoal_engine.tuning.tuner import TuningOutcome, TuningState, apply_recipe, due, tune
+from autoal_engine.tuning.tuner import TuningOutcome, TuningState, apply_recipe, due, trained_model_config, tune
 
-__all__ = ["TuningOutcome", "TuningState", "apply_recipe", "due", "tune"]
+__all__ = ["TuningOutcome", "TuningState", "apply_recipe", "due", "trained_model_config", "tune"]

@@ -26,7 +26,7 @@ import numpy as np
 import optuna
 import torch
 
-from autoal_engine.config import ModelConfig, TuningConfig
+from autoal_engine.config import EngineConfig, ModelConfig, TuningConfig
 from autoal_engine.data import ImageSource
 from autoal_engine.models import TaskModel, embed, train_model, training_steps
 from autoal_engine.tuning import space as model_space
@@ -78,6 +78,12 @@ def apply_recipe(base: ModelConfig, recipe: dict[str, Any]) -> ModelConfig:
     return dataclasses.replace(base, **recipe)
 
 
+def trained_model_config(config: EngineConfig, state: TuningState) -> ModelConfig:
+    """What the task model trains with: ``model`` plus the incumbent recipe, or ``model`` as configured when
+    the tuning is off (the state then waits for a re-enable)."""
+    return apply_recipe(config.model, state.recipe) if config.tuning.enabled else config.model
+
+
 def tune(source: ImageSource, labels: np.ndarray, n_classes: int, base: ModelConfig, state: TuningState,
          config: TuningConfig, channels: int, seed: int, device: torch.device) -> TuningOutcome:
     """Tune on the labeled ``source`` / ``labels`` (class indices); see the module docstring."""
@@ -92,6 +98,7 @@ def tune(source: ImageSource, labels: np.ndarray, n_classes: int, base: ModelCon
     context = model_space.SpaceContext.build(incumbent_config, config.families, source.native_side(), config.flips)
     rungs = rungs_for(config.min_epochs, config.max_epochs, config.reduction_factor)
     evaluate = _cv_evaluator(source, labels, n_classes, base, folds, channels, seed, device, clock)
+
     def space(trial: optuna.Trial, incumbent: bool) -> None:
         model_space.suggest(trial, context, incumbent)
 
@@ -103,7 +110,8 @@ def tune(source: ImageSource, labels: np.ndarray, n_classes: int, base: ModelCon
     same = winner is None or incumbent is None or winner.params == incumbent.params
     decision = decide(incumbent.score if incumbent else None, winner.score if winner else None, same)
     chosen = winner if decision.adopted else incumbent
-    if chosen is not None and chosen.score is not None:
+    score = chosen.score if chosen is not None else None
+    if score is not None:
         recipe = {**model_space.recipe(chosen.params), "epochs": chosen.best_rung["resource"]}
     else:
         recipe = dict(state.recipe)
@@ -120,14 +128,14 @@ def tune(source: ImageSource, labels: np.ndarray, n_classes: int, base: ModelCon
         "adopted": decision.adopted,
         "reason": decision.reason,
         "recipe": recipe,
-        "cv_accuracy": None if chosen is None or chosen.score is None else chosen.score.mean,
-        "cv_se": None if chosen is None or chosen.score is None else chosen.score.se,
+        "cv_accuracy": None if score is None else score.mean,
+        "cv_se": None if score is None else score.se,
         "cv_note": CV_NOTE,
         "seconds": time.perf_counter() - started,  # wall seconds; the budget counts clock's
     })
     log.info("tuning on %d labels: %d trials (%d completed, %d pruned) in %.1fs; %s", len(labels), len(records),
              report["completed"], report["pruned"], report["seconds"], decision.reason)
-    return TuningOutcome(recipe, report, chosen.score if chosen is not None else None)
+    return TuningOutcome(recipe, report, score)
 
 
 def _summary(record: TrialRecord | None) -> dict[str, Any] | None:
