@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -49,6 +50,15 @@ def paired_difference(a: np.ndarray, b: np.ndarray) -> Paired:
     diff = a - b
     std = float(diff.std(ddof=1)) if len(diff) > 1 else 0.0
     return Paired(float(diff.mean()), std, int((diff > 0).sum()), len(diff))
+
+
+def paired(a: Any, b: Any) -> Paired | None:
+    """Paired AUBC difference a - b of two strategies' curves (``seeds``, ``aubc``) over the seeds both have."""
+    common = sorted(set(a.seeds) & set(b.seeds))
+    if not common:
+        return None
+    pick = lambda c: c.aubc[[c.seeds.index(s) for s in common]]  # noqa: E731
+    return paired_difference(pick(a), pick(b))
 
 
 def cost_saved(strategy_cost: float | None, reference_cost: float | None) -> float | None:

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from autoal_bench.goals import Goals
-from autoal_bench.metrics import Paired, cost_saved, first_reaching, normalized_aubc, paired_difference
+from autoal_bench.metrics import cost_saved, first_reaching, normalized_aubc, paired
 from autoal_bench.selectors import AUTOAL, AUTOAL_NAMES, AUTOAL_SEARCH, AUTOAL_UNIFORM
 from autoal_bench.tuning_report import SHALLOW, TUNED, tuning_lines
 
@@ -90,15 +90,6 @@ def complete_seeds(runs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], li
         by_seed.setdefault(run["seed"], set()).add(run["strategy"])
     seeds = sorted(s for s, names in by_seed.items() if names == strategies)
     return [r for r in runs if r["seed"] in seeds], seeds
-
-
-def paired(a: Curve, b: Curve) -> Paired | None:
-    """Paired AUBC difference a - b over the seeds both have."""
-    common = sorted(set(a.seeds) & set(b.seeds))
-    if not common:
-        return None
-    pick = lambda c: c.aubc[[c.seeds.index(s) for s in common]]  # noqa: E731
-    return paired_difference(pick(a), pick(b))
 
 
 def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:

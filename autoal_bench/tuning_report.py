@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from autoal_bench.metrics import paired_difference
+from autoal_bench.metrics import paired
 
 TUNED = "+tuned"
 SHALLOW = "shallow"
@@ -42,14 +42,6 @@ def cv_optimism(curve: Any) -> float | None:
     return float((curve.cv_accuracy[tuned] - curve.accuracy[tuned]).mean())
 
 
-def _paired(a: Any, b: Any) -> Any:
-    common = sorted(set(a.seeds) & set(b.seeds))
-    if not common:
-        return None
-    pick = lambda c: c.aubc[[c.seeds.index(s) for s in common]]  # noqa: E731
-    return paired_difference(pick(a), pick(b))
-
-
 def tuning_rows(grouped: dict[str, Any]) -> list[dict[str, Any]]:
     shallow = grouped.get(SHALLOW)
     rows = []
@@ -63,10 +55,10 @@ def tuning_rows(grouped: dict[str, Any]) -> list[dict[str, Any]]:
             "strategy": name,
             "seeds": len(curve.seeds),
             "aubc": float(curve.aubc.mean()),
-            "vs_fixed": _paired(curve, grouped[base]) if name.endswith(TUNED) and base in grouped else None,
-            "vs_shallow": _paired(curve, shallow) if shallow is not None else None,
+            "vs_fixed": paired(curve, grouped[base]) if name.endswith(TUNED) and base in grouped else None,
+            "vs_shallow": paired(curve, shallow) if shallow is not None else None,
             # the same model, random picks: X+tuned vs random+tuned, X vs random
-            "vs_random": (_paired(curve, grouped[random]) if (random := "random" + name[len(base):]) in grouped
+            "vs_random": (paired(curve, grouped[random]) if (random := "random" + name[len(base):]) in grouped
                           and random != name else None),
             "largest_drop": float(drops.max()),
             "median_largest_drop": float(np.median(drops)),
