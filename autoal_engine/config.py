@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import os
 import types
 import typing
 from collections.abc import Callable, Iterator
@@ -64,7 +65,10 @@ class ModelConfig:
     head: str = "linear"  # frozen: "linear" (embedding = the features) | "mlp" (one hidden ReLU layer)
     head_hidden: int = 128  # frozen + mlp: hidden width (the embedding)
     dropout: float = 0.3  # dropout before the classifier head; MC-dropout samples only this layer
-    pretrained_path: str | None = None  # optional local state_dict for the backbone; never downloaded
+    # optional backbone weights: a local state_dict file (torch.save), or torchvision weights "<arch>:<WEIGHTS>"
+    # (e.g. "resnet18:IMAGENET1K_V1"; the arch must be the backbone's, or the features' for frozen) that
+    # torchvision downloads once into its cache, $TORCH_HOME/hub/checkpoints; None: no download, ever
+    pretrained_path: str | None = None
     train_steps: int = 300  # optimizer steps per retrain when ``epochs`` is None (capped for tiny sets)
     epochs: int | None = None  # passes over the labeled set (steps grow with it); None: ``train_steps``
     batch_size: int = 64
@@ -294,7 +298,34 @@ class EngineConfig:
                              f"got {self.tuning.min_epochs!r}")
         if self.model.backbone == "frozen" and self.model.features != "pca" and not self.model.pretrained_path:
             raise ValueError(f"model.features: {self.model.features!r} needs model.pretrained_path (a local "
-                             "state_dict of that backbone); without one use 'pca'")
+                             "state_dict of that backbone, or its torchvision weights); without one use 'pca'")
+        name = weights_name(self.model.pretrained_path) if self.model.pretrained_path else None
+        frozen = self.model.backbone == "frozen"
+        if name and name[0] != (self.model.features if frozen else self.model.backbone):
+            model = f"frozen with {self.model.features!r} features" if frozen else repr(self.model.backbone)
+            raise ValueError(f"model.pretrained_path: {self.model.pretrained_path!r} are {name[0]} weights, but the "
+                             f"model is {model}")
+
+
+TORCHVISION_ARCHS: tuple[str, ...] = ("resnet18",)  # the backbones whose torchvision weights pretrained_path may name
+
+
+def weights_name(reference: str) -> tuple[str, str] | None:
+    """``(arch, member)`` when ``reference`` (a ``model.pretrained_path``) names torchvision weights,
+    ``<arch>:<WEIGHTS_ENUM_MEMBER>`` such as ``resnet18:IMAGENET1K_V1``; None when it is a local path: an
+    existing file, or a string without ':' or with a path separator. The syntax only (no torchvision, no
+    network): a malformed name or an unknown arch raises ValueError; whether torchvision has that member is
+    known when the model is built."""
+    if os.path.isfile(reference) or ":" not in reference or "/" in reference or "\\" in reference:
+        return None
+    arch, member = reference.split(":", 1)
+    if arch not in TORCHVISION_ARCHS:
+        raise ValueError(f"model.pretrained_path: {reference!r} is no file, nor torchvision weights of an arch "
+                         f"in {list(TORCHVISION_ARCHS)} ('<arch>:<WEIGHTS>', e.g. 'resnet18:IMAGENET1K_V1')")
+    if not member.isidentifier():
+        raise ValueError(f"model.pretrained_path: {reference!r} is no file, nor a torchvision weights name "
+                         "'<arch>:<WEIGHTS>' (e.g. 'resnet18:IMAGENET1K_V1')")
+    return arch, member
 
 
 # --------------------------------------------------------------------------- validation

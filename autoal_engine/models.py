@@ -6,9 +6,10 @@ features. The dropout sits right before the head so MC-dropout (Gal et al., ICML
 passes through the head only, over the cached embedding, with BatchNorm untouched (spec section 6.5).
 
 Families (``model.backbone``): ``small_cnn`` (three conv blocks, fast on 28-64 px gray or RGB images, the
-CPU default), ``resnet18`` (torchvision, the CUDA default; 3x3 stride-1 stem for small images, weights only
-from a local file), and ``frozen``: a frozen feature extractor (PCA-whitened pixels, or a pretrained
-backbone) with a trained linear or one-hidden-layer head.
+CPU default), ``resnet18`` (torchvision, the CUDA default; 3x3 stride-1 stem for small images), and
+``frozen``: a frozen feature extractor (PCA-whitened pixels, or a pretrained backbone) with a trained linear
+or one-hidden-layer head. Pretrained weights (``model.pretrained_path``, pretrained_state) come from a local
+file, or from torchvision's cache when the path names torchvision weights (``resnet18:IMAGENET1K_V1``).
 
 Inputs are normalized inside the model: (x - 0.5) / 0.25, or with ``model.standardize`` by the training
 images' per-channel mean and standard deviation (kept as buffers, so a saved model normalizes alike).
@@ -27,7 +28,7 @@ from sklearn.decomposition import PCA
 from torch import nn
 
 from autoal_engine.augmentation import augment
-from autoal_engine.config import ModelConfig
+from autoal_engine.config import ModelConfig, weights_name
 from autoal_engine.data import ImageSource
 from autoal_engine.losses import class_weights, per_sample_loss
 from autoal_engine.pool_outputs import PoolOutputs, mc_digest
@@ -82,7 +83,7 @@ class ResNet18Backbone(nn.Module):
 
         net = torchvision.models.resnet18(weights=None)
         if pretrained_path:
-            load_local_weights(net, pretrained_path)
+            load_pretrained(net, pretrained_path, "resnet18")
         net.conv1 = nn.Conv2d(in_channels, 64, 3, stride=1, padding=1, bias=False)
         self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
         self.layers = nn.ModuleList([net.layer1, net.layer2, net.layer3, net.layer4])
@@ -139,7 +140,7 @@ class FrozenFeatures(nn.Module):
         else:
             if config.features == "small_cnn":
                 self.extractor = SmallCNN(in_channels, config.embedding_dim, config.width)
-                load_local_weights(self.extractor, config.pretrained_path or "")
+                load_pretrained(self.extractor, config.pretrained_path or "", "small_cnn")
             else:
                 self.extractor = ResNet18Backbone(in_channels, config.pretrained_path)
             self.extractor.requires_grad_(False)
@@ -170,19 +171,48 @@ class FrozenFeatures(nn.Module):
         return embedding, [features, embedding]
 
 
-def load_local_weights(module: nn.Module, path: str) -> None:
-    """Load a state_dict saved with torch.save from a local file (never a download). Keys that do not
-    match (a classifier head, a stem for another channel count) are skipped and logged."""
-    if not os.path.isfile(path):
-        raise ValueError(f"model.pretrained_path: no such file {path!r}")
+def pretrained_state(reference: str) -> dict[str, torch.Tensor]:
+    """The state_dict ``model.pretrained_path`` names: a local file saved with torch.save (never a download),
+    or torchvision weights ``<arch>:<WEIGHTS>`` (``resnet18:IMAGENET1K_V1``), read from torchvision's cache
+    ($TORCH_HOME/hub/checkpoints), which torchvision fills with one download the first time."""
+    name = weights_name(reference)
+    if name is None:
+        if not os.path.isfile(reference):
+            raise ValueError(f"model.pretrained_path: no such file {reference!r}")
+        try:
+            return torch.load(reference, map_location="cpu", weights_only=True)
+        except Exception as error:  # noqa: BLE001 - any unreadable file is a configuration error
+            raise ValueError(f"model.pretrained_path: cannot read weights from {reference!r}: {error}") from error
+    import torchvision
+
+    arch, member = name
+    members = torchvision.models.get_model_weights(arch)
+    if member not in members.__members__:
+        raise ValueError(f"model.pretrained_path: {reference!r}: torchvision has no {member} weights for {arch}; "
+                         f"it has {list(members.__members__)}")
+    weights = members[member]
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - any unreadable file is a configuration error
-        raise ValueError(f"model.pretrained_path: cannot read weights from {path!r}: {error}") from error
+        return weights.get_state_dict(progress=False, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - offline, a broken cache file: a configuration error
+        raise ValueError(f"model.pretrained_path: cannot fetch {reference!r} from {weights.url} into "
+                         f"{torch.hub.get_dir()}/checkpoints: {error}") from error
+
+
+def load_pretrained(module: nn.Module, reference: str, family: str) -> None:
+    """Load the weights of ``model.pretrained_path`` (pretrained_state) into ``module``, a ``family``
+    backbone. Keys that do not match (a classifier head, a stem for another channel count) are skipped and
+    logged. torchvision weights of another arch are neither fetched nor loaded: validation rejects them for
+    the configured family, so only a tuning trial of another family meets them (as a local file of another
+    backbone, whose keys all mismatch, they leave its initialization as it is)."""
+    name = weights_name(reference)
+    if name and name[0] != family:
+        log.info("%s are %s weights: the %s backbone keeps its initialization", reference, name[0], family)
+        return
+    state = pretrained_state(reference)
     own = module.state_dict()
     usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     module.load_state_dict(usable, strict=False)
-    log.info("loaded %d of %d weight tensors from %s", len(usable), len(own), path)
+    log.info("loaded %d of %d weight tensors from %s", len(usable), len(own), reference)
 
 
 class LossPredictionHead(nn.Module):
@@ -217,7 +247,7 @@ class TaskModel(nn.Module):
         if config.backbone == "small_cnn":
             self.backbone: nn.Module = SmallCNN(in_channels, config.embedding_dim, config.width)
             if config.pretrained_path:
-                load_local_weights(self.backbone, config.pretrained_path)
+                load_pretrained(self.backbone, config.pretrained_path, "small_cnn")
         elif config.backbone == "resnet18":
             self.backbone = ResNet18Backbone(in_channels, config.pretrained_path)
         elif config.backbone == "frozen":
