@@ -5,12 +5,14 @@ fit:
     (tuning/); otherwise train the incumbent configuration (``tuning_state``) or ``model`` as configured;
  1. train the task model f on the labeled set;
  2. fit the cost model on observed seconds (features: top principal components of f's embedding);
- 3. split the labeled set into stratified halves and train a FitNet on each half; each predicts the other
-    half (the held-out accuracy; settings ``holdout.*``; after a tuning with the search off, the tuning's CV
-    accuracy instead, and no FitNets). With the search on (``search.enabled``, off by
-    default) the FitNets also score the other half with every candidate strategy (the simulated AL round,
-    cross-fitted) and the SearchNet / FitNet bilevel search runs on those cached records (AutoAL-R, spec
-    section 9); otherwise the candidates get equal weights.
+ 3. the held-out accuracy: with the search on (``search.enabled``, off by default), two FitNets, each
+    trained on one stratified half of the labeled set, score the other half with every candidate (the
+    simulated AL round, cross-fitted; settings ``holdout.*``) and the SearchNet / FitNet bilevel search runs
+    on those records (AutoAL-R, spec section 9); otherwise no extra networks: the tuning's CV accuracy when a
+    tuning ran, else the head's k-fold CV on the fit's own embeddings (``head.py``; it reads high, since the
+    backbone saw those labels), and the candidates get equal weights.
+refit (the fast path, on cached vectors): keep the backbone, retrain the head and the cost model;
+rank_vectors: rank from cached vectors, the same ranking as `rank` on the images.
 rank:
  4. one pass of f over the pool (probabilities, embeddings, MC-dropout digest, predicted loss);
  5. every candidate's score, normalized; per-sample weights pi (equal, or SearchNet's); z = sum_k pi_k r_k
@@ -43,6 +45,7 @@ from autoal_engine.config import EngineConfig
 from autoal_engine.cost import CostModel
 from autoal_engine.data import ImageSource, check_costs, check_labels
 from autoal_engine.errors import NotFittedError
+from autoal_engine.head import head_cv_accuracy, head_outputs, join_vectors, split_vectors, train_head
 from autoal_engine.mixture import equal_weight_benefit, equal_weights, mixture, mixture_weights, normalize_candidates
 from autoal_engine.models import TaskModel, embed, pool_outputs, resolve_device, train_model, training_steps
 from autoal_engine.ranking import Ranking
@@ -75,6 +78,7 @@ class Engine:
         if self.config.model.threads:
             torch.set_num_threads(self.config.model.threads)
         self.version: str | None = None
+        self.backbone_version: str | None = None  # the full fit that trained the backbone (refit keeps it)
         self.classes: tuple = ()
         self.channels = 1
         self.model: TaskModel | None = None
@@ -130,22 +134,28 @@ class Engine:
         search = config.search.enabled and len(config.strategies) > 1
         records, holdout = None, None
         holdout_source = None
-        if tuning.cv is not None and not search:  # the tuning's CV measured this configuration already
-            holdout, holdout_source = tuning.cv.mean, "tuning_cv"
-        elif self._can_cross_fit(y):
-            records, holdout = self._cross_fit(images, y, ratio, score=search)
+        if search and self._can_cross_fit(y):  # the search learns from the FitNets' simulated round
+            records, holdout = self._cross_fit(images, y, ratio)
             holdout_source = "fitnets" if holdout is not None else None
+        elif tuning.cv is not None:  # the tuning's CV measured this configuration already
+            holdout, holdout_source = tuning.cv.mean, "tuning_cv"
+        else:  # no extra networks: the head's k-fold CV on the fit's own embeddings
+            holdout = head_cv_accuracy(model.head, embeddings, y, model_config, training_steps(model_config, len(y)),
+                                       seed + 1)
+            holdout_source = "head_cv" if holdout is not None else None
         simulated = time.perf_counter()
         self.search = run_search(records, config.search, seed, self.channels) if records else None
         searched = time.perf_counter()
 
         self.model = model
         self.labeled_embeddings, self.labeled_labels = embeddings, y
-        self.version = f"autoal-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:6]}"
+        self.version = self.backbone_version = _new_version()
         weights = (self.search.mean_weights if self.search is not None
                    else np.full(len(config.strategies), 1.0 / len(config.strategies)))
         self.report = {
             "version": self.version,
+            "path": "full",
+            "backbone_version": self.backbone_version,
             "n_labeled": int(len(y)),
             "classes": [str(c) for c in classes],
             "train_accuracy": float((logits.argmax(1) == y).mean()),
@@ -216,11 +226,10 @@ class Engine:
             second.extend(members[cut:])
         return np.sort(first), np.sort(second)
 
-    def _cross_fit(self, images: torch.Tensor, y: np.ndarray, ratio: float, score: bool
+    def _cross_fit(self, images: torch.Tensor, y: np.ndarray, ratio: float
                    ) -> tuple[SearchRecords | None, float | None]:
-        """Cross-fitted FitNets, each trained on one half, predict the other: the held-out accuracy
-        (the status page's learning curve). With ``score`` they also score it with every candidate, the
-        simulated AL round the search learns from (spec A1, A9); otherwise the records are None."""
+        """Cross-fitted FitNets, each trained on one half, score the other half with every candidate: the
+        simulated AL round the search learns from (spec A1, A9), and the held-out accuracy."""
         config = self.config
         halves = self._halves(y)
         parts: list[dict[str, Any]] = []
@@ -233,11 +242,6 @@ class Engine:
                         training_steps(self.model_config, len(train_idx), config.holdout.fitnet_steps),
                         config.seed + 1 + group, self.device)
             labels = y[eval_idx]
-            if not score:
-                logits, _, _ = embed(fitnet, _tensor_source(images[eval_idx]), self.model_config, self.channels,
-                                     self.device)
-                correct += int((logits.argmax(1) == labels).sum())
-                continue
             _, train_embeddings, _ = embed(fitnet, _tensor_source(images[train_idx]), self.model_config,
                                            self.channels, self.device)
             batch = max(2, math.ceil(ratio * len(eval_idx)))
@@ -255,8 +259,6 @@ class Engine:
                 "head": (fitnet.head.weight.detach().cpu().numpy(), fitnet.head.bias.detach().cpu().numpy()),
                 "images": images[eval_idx],
             })
-        if not score:
-            return None, correct / len(y)
         joined = {key: np.concatenate([p[key] for p in parts]) for key in
                   ("candidates", "meta", "fit_embeddings", "labels", "group", "losses")}
         records = SearchRecords(
@@ -273,12 +275,17 @@ class Engine:
     def rank(self, pool, known_costs=None) -> Ranking:
         """Score every pool item: priority in [0, 1] (1 = label first) and its explanation."""
         self._require_fitted()
-        config = self.config
         source = ImageSource(pool, "pool")
         known = check_costs(known_costs, len(source), "known_costs")
         outputs = pool_outputs(self.model, source, self.model_config, self.channels, self.device,
-                               self.labeled_embeddings, config.batch_size, config.seed, self._mc_samples())
-        ratio = self._ratio(len(source))
+                               self.labeled_embeddings, self.config.batch_size, self.config.seed,
+                               self._mc_samples())
+        return self._rank_outputs(outputs, known, source)
+
+    def _rank_outputs(self, outputs, known: np.ndarray, source: ImageSource | None) -> Ranking:
+        """Steps 5-7 on the pool's outputs (``source``: the pool's images, read only by an image SearchNet)."""
+        config = self.config
+        ratio = self._ratio(outputs.size)
         candidates = normalize_candidates(self._scores(outputs), config.mixture.candidate_scores, ratio)
         weights = self._strategy_weights(outputs, candidates, source)
         z = mixture(candidates, weights)
@@ -314,10 +321,13 @@ class Engine:
         with threadpool_limits(limits=1, user_api="blas"):
             return score_matrix(self.config.strategies, outputs)
 
-    def _strategy_weights(self, outputs, candidates: np.ndarray, source: ImageSource) -> np.ndarray:
+    def _strategy_weights(self, outputs, candidates: np.ndarray, source: ImageSource | None) -> np.ndarray:
         n, k = candidates.shape
         if self.search is None:
             return equal_weights(n, k)
+        if self.config.search.searchnet_input == "image" and source is None:
+            raise ValueError("search.searchnet_input: 'image' needs the pool's images; rank from cached vectors "
+                             "needs 'meta'")
         net = searchnet_from_state(self.config.search, self.search.state, k, self.channels)
         meta = torch.from_numpy(meta_features(outputs, candidates))
         chunks = []
@@ -330,6 +340,83 @@ class Engine:
                 logits, _ = net(meta[start:stop], images)
                 chunks.append(mixture_weights(logits, self.config.search.weighting))
         return torch.cat(chunks).numpy().astype(np.float32)
+
+    # ------------------------------------------------------------------ the fast path: cached vectors
+
+    def vectors(self, inputs) -> np.ndarray:
+        """What the embedding cache keeps for each input under this engine's backbone
+        (``backbone_version``): its embedding and the loss head's prediction, (N, D + 1) float32."""
+        self._require_fitted()
+        source = ImageSource(inputs, "inputs")
+        _, embeddings, losses = embed(self.model, source, self.model_config, self.channels, self.device)
+        return join_vectors(embeddings, losses)
+
+    def refit(self, vectors, labels, costs=None, *, pool_size: int | None = None) -> Engine:
+        """The fast path's fit: keep the backbone (and its loss head and search), retrain the head and the
+        cost model on the labeled items' cached ``vectors`` (from `vectors`, under this backbone).
+        The held-out accuracy is the head's k-fold CV on those vectors (``holdout_source`` "head_cv").
+        A label outside the backbone's classes needs a full `fit`: ValueError."""
+        self._require_fitted()
+        started = time.perf_counter()
+        embeddings, _ = split_vectors(vectors)
+        if embeddings.shape[1] != self.model.head.in_features:
+            raise ValueError(f"vectors: {embeddings.shape[1]}-d embeddings; this backbone makes "
+                             f"{self.model.head.in_features}-d ones")
+        unknown = sorted({str(label) for label in labels} - {str(c) for c in self.classes})
+        if unknown:
+            raise ValueError(f"labels: {unknown[:5]} are not classes of this backbone ({list(self.classes)}); a "
+                             "full fit is needed")
+        _, y = check_labels(labels, len(embeddings), self.classes)
+        seconds = check_costs(costs, len(embeddings))
+        if pool_size is not None and pool_size < 0:
+            raise ValueError("pool_size: must be >= 0")
+        config, model_config = self.config, self.model_config
+        steps = training_steps(model_config, len(y))
+        self.model.head = train_head(self.model.head, embeddings, y, model_config, steps, config.seed).to(self.device)
+        trained = time.perf_counter()
+        self.cost_basis = _principal_basis(embeddings, config.cost.features)
+        self.cost_model = CostModel(config.cost).fit(_project(embeddings, self.cost_basis), seconds)
+        holdout = head_cv_accuracy(self.model.head, embeddings, y, model_config, steps, config.seed + 1)
+        finished = time.perf_counter()
+        with torch.no_grad():
+            logits = self.model.head.cpu()(torch.from_numpy(embeddings)).numpy()
+        self.model.head.to(self.device)
+        self.labeled_embeddings, self.labeled_labels = embeddings, y
+        self.version = _new_version()
+        self.report = {
+            **self.report,
+            "version": self.version,
+            "path": "fast",
+            "backbone_version": self.backbone_version,
+            "n_labeled": int(len(y)),
+            "train_accuracy": float((logits.argmax(1) == y).mean()),
+            "holdout_accuracy": holdout,
+            "holdout_source": "head_cv" if holdout is not None else None,
+            "selection_ratio": self._ratio(pool_size),
+            "tuning": {"ran": False, "reason": "fast path: the backbone's configuration is kept"},
+            "cost": self.cost_model.report(),
+            "timings": {"train_seconds": trained - started, "holdout_seconds": finished - trained,
+                        "fit_seconds": finished - started},
+        }
+        log.info("refitted %s on %d cached labels in %.2fs (backbone %s)", self.version, len(y),
+                 finished - started, self.backbone_version)
+        return self
+
+    def rank_vectors(self, vectors, known_costs=None) -> Ranking:
+        """`rank` from the pool's cached vectors (under this backbone): the same ranking as from the images,
+        with no pass over them."""
+        self._require_fitted()
+        embeddings, losses = split_vectors(vectors)
+        if embeddings.shape[1] != self.model.head.in_features:
+            raise ValueError(f"vectors: {embeddings.shape[1]}-d embeddings; this backbone makes "
+                             f"{self.model.head.in_features}-d ones")
+        if not np.isfinite(embeddings).all():
+            raise ValueError("vectors: must be finite (an item missing from the cache?)")
+        known = check_costs(known_costs, len(embeddings), "known_costs")
+        outputs = head_outputs(self.model.head, self.model.dropout.p, embeddings, losses, self.labeled_embeddings,
+                               chunk=self.model_config.inference_batch_size, batch_size=self.config.batch_size,
+                               seed=self.config.seed, mc_samples=self._mc_samples(), device=self.device)
+        return self._rank_outputs(outputs, known, None)
 
     def predict(self, inputs) -> tuple[np.ndarray, np.ndarray]:
         """Predicted class labels and probabilities (N, C) for new inputs."""
@@ -358,6 +445,7 @@ class Engine:
             "format": FORMAT_VERSION,
             "config": self.config.to_dict(),
             "version": self.version,
+            "backbone_version": self.backbone_version,
             "classes": list(self.classes),
             "channels": self.channels,
             "model": self.model.state_dict(),
@@ -396,6 +484,7 @@ class Engine:
             config.model.device = "auto"
         engine = cls(config)
         engine.version = state["version"]
+        engine.backbone_version = state.get("backbone_version") or state["version"]
         engine.classes = tuple(state["classes"])
         engine.channels = state["channels"]
         engine.tuning_state = TuningState.from_dict(state.get("tuning_state"))
@@ -420,6 +509,10 @@ def _load_model_state(model: TaskModel, state: dict[str, torch.Tensor]) -> None:
     if missing or unexpected:
         raise ValueError(f"directory: the saved task model does not match its configuration (missing {missing}, "
                          f"unexpected {unexpected})")
+
+
+def _new_version() -> str:
+    return f"autoal-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:6]}"
 
 
 def _tensor_source(images: torch.Tensor) -> ImageSource:
