@@ -29,7 +29,6 @@ import torch
 from autoal_engine.config import ModelConfig
 from autoal_engine.losses import class_weights, per_sample_loss
 from autoal_engine.pool_outputs import PoolOutputs, mc_digest
-from autoal_engine.tuning.folds import cv_folds
 
 
 def split_vectors(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -108,6 +107,8 @@ def head_cv_accuracy(head: torch.nn.Linear, embeddings: np.ndarray, labels: np.n
     """Stratified k-fold accuracy (tuning.folds.cv_folds: k <= ``folds``, every test fold holds every class
     with two or more labels) of heads trained, each from a fresh initialization, on the other folds'
     embeddings; None when no two classes have two labels."""
+    from autoal_engine.tuning.folds import cv_folds  # here: the tuning package imports models, which import this
+
     labels = np.asarray(labels)
     pairs = cv_folds(labels, folds, repeats=1, seed=seed)
     if not pairs:

@@ -30,8 +30,9 @@ from torch import nn
 from autoal_engine.augmentation import augment
 from autoal_engine.config import ModelConfig, weights_name
 from autoal_engine.data import ImageSource
+from autoal_engine.head import head_outputs
 from autoal_engine.losses import class_weights, per_sample_loss
-from autoal_engine.pool_outputs import PoolOutputs, mc_digest
+from autoal_engine.pool_outputs import PoolOutputs
 
 log = logging.getLogger(__name__)
 
@@ -349,39 +350,20 @@ def embed(model: TaskModel, source: ImageSource, config: ModelConfig, channels: 
     return np.concatenate(logits), np.concatenate(embeddings), np.concatenate(losses)
 
 
-@torch.no_grad()
 def pool_outputs(model: TaskModel, source: ImageSource, config: ModelConfig, channels: int,
                  device: torch.device, labeled_embeddings: np.ndarray, batch_size: int, seed: int,
                  mc_samples: int) -> PoolOutputs:
     """One pass over the pool: probabilities, embeddings, predicted loss and the MC-dropout digest.
 
-    MC dropout: h -> head(mask_t * h / (1 - p)) for t = 1..T with Bernoulli masks from a seeded
-    generator, so scores are reproducible and cost T head evaluations, not T backbone passes.
-    ``mc_samples=0`` skips the sampling (no strategy needs it): the digest is that of the plain pass.
+    The backbone runs once per item (`embed`); everything after it is `head.head_outputs`, the same code
+    the fast path runs on cached vectors. MC dropout: h -> head(mask_t * h / (1 - p)) for t = 1..T with
+    Bernoulli masks from a seeded generator, so scores are reproducible and cost T head evaluations, not
+    T backbone passes. ``mc_samples=0`` skips the sampling (no strategy needs it).
     """
-    model.to(device).eval()
-    generator = torch.Generator(device="cpu").manual_seed(seed + 7919)
-    keep = 1.0 - model.dropout.p
-    parts: dict[str, list[np.ndarray]] = {}
-    for _, chunk in source.batches(config.inference_batch_size, config.image_size, channels):
-        with _autocast(device, config):
-            logits, emb, loss = model(chunk.to(device))
-        emb = emb.float()
-        probs = torch.softmax(logits.float(), dim=1)
-        if mc_samples > 0:
-            masks = (torch.rand((mc_samples, *emb.shape), generator=generator) < keep).to(device)
-            mc_probs = torch.softmax(model.head(emb.unsqueeze(0) * masks / keep), dim=-1)
-        else:
-            mc_probs = probs.unsqueeze(0)
-        digest = mc_digest(mc_probs.cpu().numpy())
-        digest["probs"] = probs.cpu().numpy()
-        digest["embeddings"] = emb.cpu().numpy()
-        digest["predicted_loss"] = loss.float().cpu().numpy()
-        for key, value in digest.items():
-            parts.setdefault(key, []).append(value)
-    arrays = {key: np.concatenate(values) for key, values in parts.items()}
-    return PoolOutputs(labeled_embeddings=labeled_embeddings.astype(np.float32), batch_size=batch_size, seed=seed,
-                       **arrays)
+    _, embeddings, losses = embed(model, source, config, channels, device)
+    return head_outputs(model.head, model.dropout.p, embeddings, losses, labeled_embeddings,
+                        chunk=config.inference_batch_size, batch_size=batch_size, seed=seed,
+                        mc_samples=mc_samples, device=device)
 
 
 def steps_for(labeled: int, base_steps: int) -> int:
