@@ -30,6 +30,7 @@ import logging
 import shutil
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ls_backend.label_config import LabelConfigs
@@ -134,24 +135,19 @@ class RetrainAndRank:
         if pending is not None:
             logger.info("project %s: new labels since %s; training again", self.project_id, pending["model_version"])
             self.store.drop_pending_push(self.project_id)
-        self.stage("fetching media", 0.1, n_labels=len(labeled), n_pool=len(pool))
+        path, base, why = self.plan(interface, len(labeled))
+        logger.info("project %s: %s path (%s)", self.project_id, path, why)
+        self.stage("fetching media", 0.1, n_labels=len(labeled), n_pool=len(pool), path=path)
         check_trainable(labeled, pool)
         labeled, pool, failed = self.fetch_media(ls, interface, labeled, pool)
         self.stage("training", 0.3, n_labels=len(labeled), n_pool=len(pool), n_media_failed=failed)
         check_trainable(labeled, pool)
-
-        from autoal_engine.engine import Engine
-
-        started = time.perf_counter()
-        engine = Engine(self.settings.engine_config())
-        paths, labels, seconds = training_inputs(labeled)
-        engine.fit(paths, labels, seconds, classes=list(interface.classes), pool_size=len(pool),
-                   tuning_state=self.tuning_state(), tune="START_TRAINING" in self.store.covered_actions(self.job_id))
-        train_seconds = time.perf_counter() - started
-        self.stage("ranking", 0.7, train_seconds=train_seconds)
-        started = time.perf_counter()
-        ranking = engine.rank([task["path"] for task in pool])
-        rank_seconds = time.perf_counter() - started
+        if base is not None:
+            engine, ranking, hits, misses, train_seconds, rank_seconds = self.fast_path(base, labeled, pool)
+        else:
+            engine, ranking, hits, misses, train_seconds, rank_seconds = self.full_path(interface, labeled, pool)
+        self.stage("ranking", 0.7, train_seconds=train_seconds, rank_seconds=rank_seconds, cache_hits=hits,
+                   cache_misses=misses)
 
         version = self.store.reserve_version(self.project_id)
         checkpoint = self.settings.checkpoint_dir(self.project_id, version)
@@ -160,21 +156,103 @@ class RetrainAndRank:
         model = {
             "model_version": version,
             "checkpoint": str(checkpoint),
+            "path": report["path"],
+            "backbone_version": engine.backbone_version,
             "n_labels": len(labeled),
             "n_pool": len(pool),
             "holdout_accuracy": report.get("holdout_accuracy"),
             "classes": list(interface.classes),
             "strategy_weights": ranking.mean_strategy_weights or report.get("mean_strategy_weights"),
             "cost_report": report.get("cost"),
-            "report": report,
+            "report": {**report, "path_reason": why},
             "job_id": self.job_id,
             "observed_seconds": {str(task["id"]): task["label"].lead_time for task in labeled},
         }
         rows = ranking_rows([task["id"] for task in pool], ranking)
         self.store.save_pending_push(self.project_id, digest, model, rows)  # kept if the push fails
-        self.stage("pushing predictions", 0.8, rank_seconds=rank_seconds, model_version=version)
-        self.push_and_commit(ls, interface, model, rows)
-        return f"{version}: {len(labeled)} labels, {len(pool)} tasks ranked"
+        self.stage("pushing predictions", 0.8, model_version=version)
+        pushed = self.push_and_commit(ls, interface, model, rows)
+        return f"{version} ({report['path']} path): {len(labeled)} labels, {len(pool)} tasks ranked, {pushed} pushed"
+
+    def plan(self, interface: LabelingInterface, n_labels: int) -> tuple[str, dict[str, Any] | None, str]:
+        """("fast", the full model whose backbone the head is refitted on, why) or ("full", None, why).
+
+        The full path (train the backbone, embed the pool, push every task) runs for the first model, on
+        START_TRAINING, when the label config's classes or the engine configuration changed, when the labels
+        grew by ``tuning.growth_factor`` since the backbone was trained, and with AUTOAL_FAST_PATH off;
+        otherwise the fast path refits the head on cached embeddings and pushes the head of the queue."""
+        if not self.settings.fast_path:
+            return "full", None, "the fast path is off (AUTOAL_FAST_PATH)"
+        if "START_TRAINING" in self.store.covered_actions(self.job_id):
+            return "full", None, "START_TRAINING"
+        if self.settings.engine_config().search.searchnet_input == "image":
+            return "full", None, "an image SearchNet reads the images (search.searchnet_input)"
+        base = self.store.latest_full_model(self.project_id)
+        if base is None:
+            return "full", None, "no backbone trained yet"
+        if list(base["classes"] or []) != list(interface.classes):
+            return "full", None, "the label config's classes changed"
+        saved_config = (base["report"] or {}).get("engine_config")
+        if saved_config != config_fingerprint(self.settings.engine_config()):
+            return "full", None, "the engine configuration changed"
+        growth = self.settings.engine_config().tuning.growth_factor
+        if n_labels >= growth * max(1, base["n_labels"] or 0):
+            return "full", None, f"{n_labels} labels, {growth}x the backbone's {base['n_labels']}"
+        backbone = base.get("backbone_version")
+        if not backbone or not self.settings.embedding_dir(self.project_id, backbone).is_dir():
+            return "full", None, "the backbone's embedding cache is missing"
+        if not (Path(base["checkpoint"]) / "engine.pt").is_file():
+            return "full", None, "the backbone's checkpoint is missing"
+        return "fast", base, f"refit on backbone {base['model_version']} ({base['n_labels']} labels)"
+
+    def full_path(self, interface: LabelingInterface, labeled: list[dict], pool: list[dict]) -> tuple:
+        """Train the backbone (tuning it when due), embed every item into the new backbone's cache, rank."""
+        from autoal_engine.engine import Engine
+
+        started = time.perf_counter()
+        engine = Engine(self.settings.engine_config())
+        paths, labels, seconds = training_inputs(labeled)
+        engine.fit(paths, labels, seconds, classes=list(interface.classes), pool_size=len(pool),
+                   tuning_state=self.tuning_state(), tune="START_TRAINING" in self.store.covered_actions(self.job_id))
+        engine.report["engine_config"] = config_fingerprint(engine.config)
+        train_seconds = time.perf_counter() - started
+        started = time.perf_counter()
+        vectors, hits, misses = self.cached_vectors(engine, [*labeled, *pool])
+        if engine.config.search.searchnet_input == "image":
+            ranking = engine.rank([task["path"] for task in pool])
+        else:
+            ranking = engine.rank_vectors(vectors[len(labeled):])
+        return engine, ranking, hits, misses, train_seconds, time.perf_counter() - started
+
+    def fast_path(self, base: dict[str, Any], labeled: list[dict], pool: list[dict]) -> tuple:
+        """Refit the head of ``base``'s backbone on the cached embeddings of the labeled items, rank the pool."""
+        from autoal_engine.engine import Engine
+
+        started = time.perf_counter()
+        engine = Engine.load(base["checkpoint"])
+        vectors, hits, misses = self.cached_vectors(engine, [*labeled, *pool])
+        _, labels, seconds = training_inputs(labeled)
+        engine.refit(vectors[:len(labeled)], labels, seconds, pool_size=len(pool))
+        engine.report["engine_config"] = base["report"].get("engine_config")
+        train_seconds = time.perf_counter() - started
+        started = time.perf_counter()
+        ranking = engine.rank_vectors(vectors[len(labeled):])
+        return engine, ranking, hits, misses, train_seconds, time.perf_counter() - started
+
+    def cached_vectors(self, engine: Any, tasks: list[dict]) -> tuple[Any, int, int]:
+        """(each task's cached vector under the engine's backbone, hits, misses): only misses are embedded."""
+        from autoal_engine.embedding_cache import EmbeddingCache
+
+        keys = [media_key(task["path"]) for task in tasks]
+        directory = self.settings.embedding_dir(self.project_id, engine.backbone_version)
+        with EmbeddingCache(directory, engine.model.head.in_features + 1) as cache:
+            vectors, found = cache.get(keys)
+            missing = [i for i in range(len(tasks)) if not found[i]]
+            if missing:
+                fresh = engine.vectors([tasks[i]["path"] for i in missing])
+                cache.put([keys[i] for i in missing], fresh)
+                vectors[missing] = fresh
+        return vectors, len(tasks) - len(missing), len(missing)
 
     def tuning_state(self) -> Any:
         """The current model's tuning state (its incumbent configuration), handed to the next fit."""
@@ -230,13 +308,17 @@ class RetrainAndRank:
 
     def push_and_commit(
         self, ls: LabelStudioClient, interface: LabelingInterface, model: dict[str, Any], rows: list[dict[str, Any]]
-    ) -> None:
-        """Import the ranking as predictions, make its version current in LS, then commit it to the store."""
+    ) -> int:
+        """Import the ranking as predictions (the fast path: its first AUTOAL_PUSH_TOP tasks; the full path:
+        every task), make its version current in LS, then commit it to the store; the number pushed."""
         version = model["model_version"]
         started = time.perf_counter()
+        pushed = sorted(rows, key=lambda row: row["rank"])
+        if model.get("path") == "fast":
+            pushed = pushed[: self.settings.push_top]
         predictions = [
             {"task": row["task_id"], **prediction(interface, row["predicted_label"], row["score"], version)}
-            for row in rows
+            for row in pushed
         ]
         ls.import_predictions(self.project_id, predictions, batch=self.settings.import_batch)
         self.stage("updating project", 0.95)
@@ -245,31 +327,69 @@ class RetrainAndRank:
             model_version=version,
             sampling=UNCERTAINTY_SAMPLING if self.settings.set_uncertainty_sampling else None,
         )
+        first_event = self.store.first_covered_event_at(self.job_id)
+        self.stage(
+            "saving", 0.98, push_seconds=time.perf_counter() - started, model_version=version, n_pushed=len(pushed),
+            latency_seconds=None if first_event is None else max(0.0, time.time() - first_event),
+        )
         ls.ensure_priority_view(self.project_id, PRIORITY_VIEW_TITLE)
-        self.stage("saving", 0.98, push_seconds=time.perf_counter() - started, model_version=version)
         observed = {int(task_id): seconds for task_id, seconds in (model.get("observed_seconds") or {}).items()}
         # before the ranking is replaced: it holds the predicted seconds of the tasks labeled since
         self.store.record_label_costs(self.project_id, observed)
         self.store.commit_model(self.project_id, {**model, "n_pool": len(rows)}, rows)
         self.drop_old_versions(ls, version)
+        return len(pushed)
 
     def drop_old_versions(self, ls: LabelStudioClient, current: str) -> None:
-        """Delete our prediction versions in LS and our checkpoints beyond the newest `keep_versions`."""
+        """Delete our prediction versions in LS and our checkpoints beyond the newest `keep_versions`, except
+        the backbone the fast path refits (its checkpoint, its full-pool predictions, its embedding cache)
+        and versions newer than ``current`` (reserved by a job still running)."""
         keep = {
             model["model_version"] for model in self.store.model_history(self.project_id, self.settings.keep_versions)
         }
         keep.add(current)
+        base = self.store.latest_full_model(self.project_id)
+        if base is not None:
+            keep.add(base["model_version"])
+
+        def stale(version: str) -> bool:
+            return version not in keep and version_number(version) < version_number(current)
+
         try:
             for version in ls.model_versions(self.project_id):
-                if version.startswith(VERSION_PREFIX) and version not in keep:
+                if version.startswith(VERSION_PREFIX) and stale(version):
                     deleted = ls.delete_model_version(self.project_id, version)
                     logger.info("project %s: deleted %s predictions of %s", self.project_id, deleted, version)
         except LabelStudioError as error:  # cleanup only; the next job tries again
             logger.warning("project %s: old prediction versions not deleted: %s", self.project_id, error)
         models_dir = self.settings.checkpoint_dir(self.project_id, current).parent
         for directory in models_dir.iterdir() if models_dir.exists() else []:
-            if directory.is_dir() and directory.name not in keep:
+            if directory.is_dir() and stale(directory.name):
                 shutil.rmtree(directory, ignore_errors=True)
+        if base is not None and base.get("backbone_version"):
+            backbones = self.settings.embedding_dir(self.project_id, base["backbone_version"]).parent
+            for directory in backbones.iterdir() if backbones.exists() else []:
+                if directory.name != base["backbone_version"]:
+                    shutil.rmtree(directory, ignore_errors=True)
+
+
+def version_number(version: str) -> int:
+    """N of "autoal-vN" (versions are numbered in the order they were reserved); -1 for other names."""
+    suffix = version[len(VERSION_PREFIX):] if version.startswith(VERSION_PREFIX) else ""
+    return int(suffix) if suffix.isdigit() else -1
+
+
+def media_key(path: str) -> bytes:
+    """The embedding cache's key of a media file: the SHA-256 of its bytes (a changed image is a new key)."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").digest()
+
+
+def config_fingerprint(config: Any) -> str:
+    """The engine configuration a backbone was trained under, without the device it ran on."""
+    values = config.to_dict()
+    values.get("model", {}).pop("device", None)
+    return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def labels_digest(labeled: list[dict[str, Any]], interface: LabelingInterface) -> str:

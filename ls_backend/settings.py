@@ -56,6 +56,8 @@ class Settings:
     predict_cached_models: int = 4  # AUTOAL_PREDICT_CACHED_MODELS: projects whose model /predict keeps loaded
     max_request_bytes: int = 8_000_000  # AUTOAL_MAX_REQUEST_BYTES: larger request bodies get 413
     max_ids_per_request: int = 100_000  # AUTOAL_MAX_IDS_PER_REQUEST: tasks / annotations one request may name
+    fast_path: bool = True  # AUTOAL_FAST_PATH: between full retrains, refit the head on cached embeddings
+    push_top: int = 300  # AUTOAL_PUSH_TOP: predictions the fast path pushes (the head of the queue)
 
     @property
     def basic_auth_enabled(self) -> bool:
@@ -77,6 +79,10 @@ class Settings:
 
     def checkpoint_dir(self, project_id: int, model_version: str) -> Path:
         return self.model_dir / "projects" / str(project_id) / "models" / model_version
+
+    def embedding_dir(self, project_id: int, backbone_version: str) -> Path:
+        """The embedding cache of one backbone of a project (autoal_engine.embedding_cache)."""
+        return self.model_dir / "projects" / str(project_id) / "embeddings" / backbone_version
 
     def engine_config(self) -> Any:
         """The engine's `EngineConfig`: device defaults, then the AUTOAL_ENGINE_CONFIG overrides."""
@@ -130,6 +136,8 @@ class Settings:
             predict_cached_models=reader.integer("AUTOAL_PREDICT_CACHED_MODELS", 4, minimum=1),
             max_request_bytes=reader.integer("AUTOAL_MAX_REQUEST_BYTES", 8_000_000, minimum=65_536),
             max_ids_per_request=reader.integer("AUTOAL_MAX_IDS_PER_REQUEST", 100_000, minimum=1),
+            fast_path=reader.flag("AUTOAL_FAST_PATH", True),
+            push_top=reader.integer("AUTOAL_PUSH_TOP", 300, minimum=1),
         )
 
 

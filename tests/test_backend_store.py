@@ -210,7 +210,7 @@ def test_a_store_of_the_first_schema_is_upgraded_without_losing_rows(tmp_path):
         for statement in SCHEMA_1_ROWS:
             db.execute(statement)
     store = Store(path)
-    assert store.schema_version() == SCHEMA_VERSION == 3
+    assert store.schema_version() == SCHEMA_VERSION == 4
     assert store.current_version(1) == "autoal-v2"
     assert store.reserve_version(1) == "autoal-v3"  # the counter survived
     assert store.tasks_of_annotations(1, [100, 101]) == [10]
@@ -219,6 +219,7 @@ def test_a_store_of_the_first_schema_is_upgraded_without_losing_rows(tmp_path):
     assert store.ranking(1)[0]["top_candidates"] == []  # schema 3's column, empty for rows ranked before
     assert store.label_costs(1)[0]["observed_seconds"] == 4.0
     assert store.model(1, "autoal-v2")["checkpoint"] == "/c"
+    assert store.latest_full_model(1)["model_version"] == "autoal-v2"  # schema 4: models before it were full
     assert store.event_counts() == {"ANNOTATION_CREATED": 1} and store.job_counts() == {"done": 1}
     assert "hostname" not in store.project(1)
     assert Store(path).schema_version() == SCHEMA_VERSION  # opening again changes nothing

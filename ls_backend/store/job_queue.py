@@ -129,6 +129,18 @@ class JobQueue(Database):
             ).fetchall()
         return {row[0] for row in rows}
 
+    def first_covered_event_at(self, job_id: int) -> float | None:
+        """When the oldest event a started job covers arrived (its labels' wait starts there), or None."""
+        with self._read() as db:
+            job = db.execute("SELECT project_id, last_event_id FROM jobs WHERE id=?", (job_id,)).fetchone()
+            if job is None:
+                return None
+            row = db.execute(
+                "SELECT MIN(received_at) FROM events WHERE project_id=? AND handled_by IS NULL AND id<=?",
+                (job["project_id"], job["last_event_id"] or 0),
+            ).fetchone()
+        return row[0]
+
     def update_job(self, job_id: int, **fields: Any) -> None:
         allowed = {
             "stage",
@@ -140,6 +152,11 @@ class JobQueue(Database):
             "rank_seconds",
             "push_seconds",
             "model_version",
+            "path",
+            "latency_seconds",
+            "cache_hits",
+            "cache_misses",
+            "n_pushed",
         }
         unknown = set(fields) - allowed
         if unknown:

@@ -91,8 +91,8 @@ class ProjectData(Database):
         with self.transaction() as db:
             db.execute(
                 "INSERT OR REPLACE INTO models (project_id, model_version, created_at, checkpoint, n_labels, "
-                "n_pool, holdout_accuracy, classes, strategy_weights, cost_report, report, job_id) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                "n_pool, holdout_accuracy, classes, strategy_weights, cost_report, report, job_id, path, "
+                "backbone_version) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     project_id,
                     model["model_version"],
@@ -106,6 +106,8 @@ class ProjectData(Database):
                     dump_json(model.get("cost_report")),
                     dump_json(model.get("report")),
                     model.get("job_id"),
+                    model.get("path", "full"),
+                    model.get("backbone_version"),
                 ),
             )
             db.execute("DELETE FROM rankings WHERE project_id=?", (project_id,))
@@ -144,6 +146,16 @@ class ProjectData(Database):
         """The row of the project's current model version, or None before the first one."""
         version = self.current_version(project_id)
         return self.model(project_id, version) if version else None
+
+    def latest_full_model(self, project_id: int) -> dict[str, Any] | None:
+        """The newest model whose backbone was trained (path "full"): the one the fast path refits."""
+        with self._read() as db:
+            row = db.execute(
+                "SELECT * FROM models WHERE project_id=? AND COALESCE(path, 'full')='full' "
+                "ORDER BY created_at DESC LIMIT 1",
+                (project_id,),
+            ).fetchone()
+        return _model_row(row) if row else None
 
     def model(self, project_id: int, model_version: str) -> dict[str, Any] | None:
         with self._read() as db:

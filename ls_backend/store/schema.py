@@ -138,7 +138,21 @@ SCHEMA_2 = (
 # Schema 3: each ranked task keeps the candidates that score it highest (the status page's and /explain's "why").
 SCHEMA_3 = ("ALTER TABLE rankings ADD COLUMN top_candidates TEXT",)
 
-MIGRATIONS: tuple[tuple[int, str | tuple[str, ...]], ...] = ((1, SCHEMA_1), (2, SCHEMA_2), (3, SCHEMA_3))
+# Schema 4: two-speed retraining. A model says which path made it ("full": the backbone trained; "fast": the
+# head refitted on cached embeddings) and its backbone; a job, its path, latency and embedding-cache use.
+SCHEMA_4 = (
+    "ALTER TABLE models ADD COLUMN path TEXT",
+    "ALTER TABLE models ADD COLUMN backbone_version TEXT",
+    "ALTER TABLE jobs ADD COLUMN path TEXT",
+    "ALTER TABLE jobs ADD COLUMN latency_seconds REAL",
+    "ALTER TABLE jobs ADD COLUMN cache_hits INTEGER",
+    "ALTER TABLE jobs ADD COLUMN cache_misses INTEGER",
+    "ALTER TABLE jobs ADD COLUMN n_pushed INTEGER",
+)
+
+MIGRATIONS: tuple[tuple[int, str | tuple[str, ...]], ...] = (
+    (1, SCHEMA_1), (2, SCHEMA_2), (3, SCHEMA_3), (4, SCHEMA_4)
+)
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 

@@ -1,0 +1,114 @@
+"""Two-speed retraining against a real Label Studio 1.23.2: the full path trains the backbone and pushes the
+whole pool; a label after it takes the fast path (the head refitted on cached embeddings, nothing embedded
+again) and pushes only the head of the queue, which LS's /next/ then serves.
+
+One project of 200 digits and one backend with AUTOAL_PUSH_TOP=30; after the first 20 labels a
+START_TRAINING makes the backbone of those 20, so the next label (21 < 1.5 x 20) is not due for a full
+retrain. The tests run in file order.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from .conftest import (
+    CLASSES,
+    annotate,
+    connect_backend,
+    create_project,
+    list_tasks,
+    start_backend,
+    stop_process,
+    true_label,
+    wait_for,
+)
+
+pytestmark = pytest.mark.integration
+
+PUSH_TOP = 30
+TASKS = 200
+FIRST_LABELS = 20
+
+
+@pytest.fixture(scope="module")
+def setup(label_studio, digit_images, tmp_path_factory):
+    ls = label_studio
+    project_id = create_project(ls, "AutoAL two speeds", digit_images[:TASKS])
+    backend = start_backend(ls, tmp_path_factory.mktemp("two-speed"), AUTOAL_PUSH_TOP=str(PUSH_TOP))
+    try:
+        ml_id = connect_backend(ls, project_id, backend)
+        tasks = list_tasks(ls, project_id)
+        by_class: dict[str, list] = {c: [] for c in CLASSES}
+        for task in tasks:
+            by_class[true_label(task)].append(task)
+        for task in [by_class[c][i] for i in range(FIRST_LABELS // len(CLASSES)) for c in CLASSES]:
+            annotate(ls, task)
+        wait_for(lambda: backend.settled(project_id) and backend.store.pending_events(project_id) == 0, 300,
+                 "the jobs of the first annotations")
+        before = done_jobs(backend.store, project_id)[-1]["id"]
+        assert ls.api("POST", f"/api/ml/{ml_id}/train").status_code == 200
+        trained = backend.wait_for_job(project_id, after_job=before)
+        yield {"ls": ls, "project": project_id, "backend": backend, "ml_id": ml_id, "trained": trained}
+    finally:
+        stop_process(backend.process)
+
+
+def done_jobs(store, project_id):
+    return [job for job in reversed(store.recent_jobs(project_id, limit=100)) if job["status"] == "done"]
+
+
+def test_the_first_model_and_start_training_take_the_full_path_and_push_every_pool_task(setup):
+    store, project_id = setup["backend"].store, setup["project"]
+    assert done_jobs(store, project_id)[0]["path"] == "full"  # no backbone yet
+    first = setup["trained"]
+    assert first["path"] == "full" and first["n_labels"] == FIRST_LABELS
+    assert first["n_pushed"] == first["n_pool"] > PUSH_TOP  # the whole pool, for the Data Manager
+    assert first["cache_misses"] == first["n_labels"] + first["n_pool"]  # a new backbone embeds everything
+    model = store.model(project_id, first["model_version"])
+    assert model["path"] == "full" and model["backbone_version"]
+
+
+def test_a_label_in_queue_order_takes_the_fast_path_and_embeds_nothing_again(setup):
+    ls, project_id, backend = setup["ls"], setup["project"], setup["backend"]
+    store = backend.store
+    before = done_jobs(store, project_id)[-1]["id"]
+    served = ls.api("GET", f"/api/projects/{project_id}/next/").json()
+    annotate(ls, served)
+    job = backend.wait_for_job(project_id, after_job=before)
+    assert job["status"] == "done", job
+    assert job["path"] == "fast"
+    assert job["cache_misses"] == 0 and job["cache_hits"] == job["n_labels"] + job["n_pool"]
+    assert job["n_labels"] == FIRST_LABELS + 1 and job["n_pushed"] == PUSH_TOP
+    assert job["latency_seconds"] is not None and job["latency_seconds"] > 0
+    model = store.current_model(project_id)
+    full = store.latest_full_model(project_id)
+    assert model["path"] == "fast" and model["backbone_version"] == full["backbone_version"]
+    assert model["report"]["holdout_source"] == "head_cv"
+
+
+def test_label_studio_serves_the_head_of_the_fast_ranking(setup):
+    ls, project_id, store = setup["ls"], setup["project"], setup["backend"].store
+    version = store.current_version(project_id)
+    versions = ls.api("GET", f"/api/projects/{project_id}/model-versions/").json()
+    assert versions[version] == PUSH_TOP
+    full = store.latest_full_model(project_id)
+    assert versions[full["model_version"]] == full["n_pool"]  # the backbone's full push is kept
+    assert ls.sdk.projects.get(id=project_id).model_version == version
+    first = store.ranking(project_id, limit=1)[0]
+    assert ls.api("GET", f"/api/projects/{project_id}/next/").json()["id"] == first["task_id"]
+
+
+def test_start_training_again_trains_a_new_backbone_and_drops_the_old_cache(setup):
+    ls, project_id, backend = setup["ls"], setup["project"], setup["backend"]
+    store = backend.store
+    before = done_jobs(store, project_id)[-1]["id"]
+    old = store.latest_full_model(project_id)
+    response = ls.api("POST", f"/api/ml/{setup['ml_id']}/train")
+    assert response.status_code == 200, response.text
+    job = backend.wait_for_job(project_id, after_job=before)
+    assert job["status"] == "done" and job["path"] == "full"
+    assert job["n_pushed"] == job["n_pool"]
+    new = store.latest_full_model(project_id)
+    assert new["backbone_version"] != old["backbone_version"]
+    cache_root = backend.model_dir / "projects" / str(project_id) / "embeddings"
+    assert [path.name for path in cache_root.iterdir()] == [new["backbone_version"]]  # the old cache is gone
