@@ -44,6 +44,21 @@ class StoreCollector(Collector):
         ):
             yield _histogram(name, documentation, self.store.job_durations(column))
 
+        for path in ("fast", "full"):
+            yield _histogram(f"autoal_{path}_path_latency_seconds",
+                             f"Seconds from the first annotation a {path}-path job covers to its predictions in LS",
+                             self.store.job_durations("latency_seconds", path=path))
+        paths = CounterMetricFamily("autoal_jobs_by_path", "Finished jobs by path (fast: head refit on cached "
+                                    "embeddings; full: backbone trained)", labels=["path"])
+        for path, count in sorted(self.store.path_counts().items()):
+            paths.add_metric([path], count)
+        yield paths
+        cache = CounterMetricFamily("autoal_embedding_cache_lookups", "Embedding-cache lookups of jobs, by outcome",
+                                    labels=["outcome"])
+        for outcome, count in sorted(self.store.cache_totals().items()):
+            cache.add_metric([outcome], count)
+        yield cache
+
         pool = GaugeMetricFamily("autoal_pool_size", "Unlabeled tasks in the current ranking", labels=["project"])
         for project_id, size in sorted(self.store.pool_sizes().items()):
             pool.add_metric([str(project_id)], size)

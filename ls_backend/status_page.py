@@ -304,11 +304,15 @@ PAGE = """<!doctype html>
   <h3>Model configuration by version</h3>
   {% if v.model_configs %}
   <table class="model-configs" id="model-configs-{{ v.project_id }}">
-    <thead><tr><th>model</th><th class="num">labels</th><th>configuration</th><th>chosen by</th></tr></thead>
+    <thead><tr><th>model</th><th class="num">labels</th>
+      <th title="full: the backbone trained; fast: the head refitted on cached embeddings">path</th>
+      <th>backbone</th><th>configuration</th><th>chosen by</th></tr></thead>
     <tbody>
     {% for m in v.model_configs %}
       <tr data-version="{{ m.model_version }}"><td>{{ m.model_version }}</td>
-        <td class="num">{{ m.n_labels if m.n_labels is not none else "–" }}</td><td>{{ m.summary }}</td>
+        <td class="num">{{ m.n_labels if m.n_labels is not none else "–" }}</td>
+        <td class="path">{{ m.path }}</td><td class="muted">{{ m.backbone_version or "–" }}</td>
+        <td>{{ m.summary }}</td>
         <td>{% if m.tuned %}a tuning ({{ "adopted a challenger" if m.adopted else "kept the incumbent" }}){% else
           %}the incumbent (no tuning due){% endif %}</td></tr>
     {% endfor %}
@@ -370,10 +374,12 @@ PAGE = """<!doctype html>
 
   <h3>Recent jobs</h3>
   {% if v.jobs %}
-  <table class="jobs">
+  <table class="jobs" id="jobs-{{ v.project_id }}">
     <thead><tr><th class="num">job</th><th>state</th><th>trigger</th><th>created</th><th class="num">labels</th>
-      <th class="num">pool</th><th class="num">media failed</th><th class="num">train</th><th class="num">rank</th>
-      <th class="num">push</th><th>model</th></tr></thead>
+      <th class="num">pool</th><th class="num">media failed</th><th>path</th><th class="num">train</th>
+      <th class="num">rank</th><th class="num">push</th><th class="num" title="embedding cache hits / misses">cache
+      </th><th class="num">pushed</th><th class="num" title="first annotation received → predictions in LS">latency
+      </th><th>model</th></tr></thead>
     <tbody>
     {% for j in v.jobs %}
       <tr><td class="num">{{ j.id }}</td><td><span class="state state-{{ j.status }}">{{ j.status }}</span></td>
@@ -381,9 +387,14 @@ PAGE = """<!doctype html>
         <td class="num">{{ j.n_labels if j.n_labels is not none else "–" }}</td>
         <td class="num">{{ j.n_pool if j.n_pool is not none else "–" }}</td>
         <td class="num">{{ j.n_media_failed if j.n_media_failed is not none else "–" }}</td>
+        <td>{{ j.path or "–" }}</td>
         <td class="num">{{ number(j.train_seconds, 1, " s") }}</td>
         <td class="num">{{ number(j.rank_seconds, 1, " s") }}</td>
-        <td class="num">{{ number(j.push_seconds, 1, " s") }}</td><td>{{ j.model_version or "–" }}</td></tr>
+        <td class="num">{{ number(j.push_seconds, 1, " s") }}</td>
+        <td class="num">{% if j.cache_hits is not none %}{{ j.cache_hits }} / {{ j.cache_misses }}{% else %}–{% endif
+          %}</td>
+        <td class="num">{{ j.n_pushed if j.n_pushed is not none else "–" }}</td>
+        <td class="num">{{ number(j.latency_seconds, 1, " s") }}</td><td>{{ j.model_version or "–" }}</td></tr>
     {% endfor %}
     </tbody>
   </table>

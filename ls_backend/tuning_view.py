@@ -22,6 +22,8 @@ def config_rows(models: list[dict[str, Any]], limit: int = 10) -> list[dict[str,
         rows.append({
             "model_version": model.get("model_version"),
             "n_labels": model.get("n_labels"),
+            "path": model.get("path") or "full",
+            "backbone_version": model.get("backbone_version") or report.get("backbone_version"),
             "config": {name: config.get(name) for name in CONFIG_FIELDS if name in config},
             "summary": describe(config),
             "tuned": bool(tuning.get("ran")),

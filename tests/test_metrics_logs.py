@@ -119,7 +119,9 @@ def test_metrics_after_webhook_posts_and_jobs(settings):
     done = queued[0]["job"]  # record a successful job the way the job function does
     store.start_job(done)
     store.update_job(done, stage="training", progress=0.3, n_labels=3, train_seconds=12.5)
-    store.update_job(done, stage="ranking", progress=0.7, rank_seconds=3.0)
+    store.update_job(done, stage="ranking", progress=0.7, rank_seconds=3.0, path="fast", cache_hits=40,
+                     cache_misses=2)
+    store.update_job(done, stage="saving", progress=0.98, latency_seconds=4.0, n_pushed=4)
     rows = [
         {"task_id": 20 + i, "rank": i + 1, "priority": 1 - i / 4, "score": i / 4, "predicted_label": "a"}
         for i in range(4)
@@ -150,6 +152,13 @@ def test_metrics_after_webhook_posts_and_jobs(settings):
     assert metrics[("autoal_rank_seconds_count", ())] == 1 and metrics[("autoal_rank_seconds_sum", ())] == 3.0
     assert metrics[("autoal_pool_size", (("project", "1"),))] == 4  # a deletion counts once a job confirms it
     assert 0 <= metrics[("autoal_queue_age_seconds", (("project", "1"),))] < 60
+    assert metrics[("autoal_fast_path_latency_seconds_count", ())] == 1
+    assert metrics[("autoal_fast_path_latency_seconds_bucket", (("le", 5.0),))] == 1
+    assert metrics[("autoal_fast_path_latency_seconds_bucket", (("le", 2.0),))] == 0
+    assert metrics[("autoal_full_path_latency_seconds_count", ())] == 0
+    assert metrics[("autoal_jobs_by_path_total", (("path", "fast"),))] == 1
+    assert metrics[("autoal_embedding_cache_lookups_total", (("outcome", "hit"),))] == 40
+    assert metrics[("autoal_embedding_cache_lookups_total", (("outcome", "miss"),))] == 2
     types = {family.name: family.type for family in text_string_to_metric_families(text)}
     assert types["autoal_retrain_seconds"] == types["autoal_rank_seconds"] == "histogram"
     assert types["autoal_pool_size"] == types["autoal_queue_age_seconds"] == "gauge"

@@ -55,7 +55,8 @@ def populate_trained_project(store: Store, digits, project_id: int = 1, rounds: 
     labeled = [int(i) for i in chosen[:40]]
     pool = [int(i) for i in chosen[40:]]
     store.save_label_config(project_id, LABEL_CONFIG, {"classes": [str(d) for d in range(10)]}, None)
-    for _ in range(rounds):
+    for round_number in range(rounds):
+        path = "full" if round_number == 0 else "fast"  # as the job records it; the engine fits fully here
         job_id, _ = store.request_job(project_id, "ANNOTATION_CREATED", stale_after=600)
         store.start_job(job_id)
         store.update_job(job_id, stage="training", progress=0.3, n_labels=len(labeled), n_pool=len(pool))
@@ -69,7 +70,9 @@ def populate_trained_project(store: Store, digits, project_id: int = 1, rounds: 
         ranking = engine.rank(images[pool])
         version = store.reserve_version(project_id)
         store.update_job(
-            job_id, stage="saving", progress=0.98, train_seconds=1.5, rank_seconds=0.5, model_version=version
+            job_id, stage="saving", progress=0.98, train_seconds=1.5, rank_seconds=0.5, model_version=version,
+            path=path, cache_hits=len(labeled) + len(pool) - 2 * round_number, cache_misses=2 * round_number,
+            n_pushed=len(pool) if path == "full" else 30, latency_seconds=2.5 + round_number,
         )
         store.record_label_costs(project_id, {task_ids[i]: seconds[i] for i in labeled})
         report = engine.report
@@ -78,6 +81,8 @@ def populate_trained_project(store: Store, digits, project_id: int = 1, rounds: 
             project_id,
             {
                 "model_version": version,
+                "path": path,
+                "backbone_version": "backbone-1",
                 "checkpoint": "/unused",
                 "n_labels": len(labeled),
                 "n_pool": len(pool),
@@ -213,6 +218,11 @@ def test_status_page_in_chromium_shows_the_trained_project(served, tmp_path):
     assert page.queue_rows["queue-1"] == served["queue"]
     queue = page.by_id["queue-1"]
     assert re.search(r"\d+(\.\d)? s", queue) and "%" in queue
+
+    # which path made each version, its backbone, and what the fast path cost
+    assert "fast" in page.by_id["model-configs-1"] and "backbone-1" in page.by_id["model-configs-1"]
+    jobs = page.by_id["jobs-1"]
+    assert "fast" in jobs and "full" in jobs and "396 / 4" in jobs and "4.5 s" in jobs
 
     job = page.by_id["job-1"]
     assert f"Current job #{served['running_job']}" in job and "running" in job

@@ -224,12 +224,30 @@ class JobQueue(Database):
                 ).fetchall()
         return [dict(row) for row in rows]
 
-    def job_durations(self, column: str) -> list[float]:
-        if column not in ("train_seconds", "rank_seconds", "push_seconds"):
+    def job_durations(self, column: str, path: str | None = None) -> list[float]:
+        """The column's value of every job that recorded it (of jobs on ``path`` "fast" or "full" only)."""
+        if column not in ("train_seconds", "rank_seconds", "push_seconds", "latency_seconds"):
             raise ValueError(f"unknown duration column {column!r}")
+        query, parameters = f"SELECT {column} FROM jobs WHERE {column} IS NOT NULL", ()
+        if path is not None:
+            query, parameters = query + " AND path=?", (path,)
         with self._read() as db:
-            rows = db.execute(f"SELECT {column} FROM jobs WHERE {column} IS NOT NULL").fetchall()
+            rows = db.execute(query, parameters).fetchall()
         return [row[0] for row in rows]
+
+    def path_counts(self) -> dict[str, int]:
+        """Finished jobs by the path they took ("fast" | "full")."""
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT path, COUNT(*) FROM jobs WHERE status='done' AND path IS NOT NULL GROUP BY path"
+            ).fetchall()
+        return {row[0]: row[1] for row in rows}
+
+    def cache_totals(self) -> dict[str, int]:
+        """Embedding-cache hits and misses summed over all jobs."""
+        with self._read() as db:
+            row = db.execute("SELECT COALESCE(SUM(cache_hits), 0), COALESCE(SUM(cache_misses), 0) FROM jobs").fetchone()
+        return {"hit": int(row[0]), "miss": int(row[1])}
 
     def job_counts(self) -> dict[str, int]:
         with self._read() as db:
