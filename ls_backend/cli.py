@@ -1,7 +1,7 @@
 """The `autoal` command: `serve` (the ML backend under waitress), `worker` (RQ jobs), `bench` (offline).
 
 autoal serve [--host 0.0.0.0] [--port 9090] [--threads 4] [--request-timeout 15] [--connection-limit 100]
-autoal worker [--burst]
+autoal worker [--burst] [--lane fast|full|both]
 autoal bench ...            (see `autoal bench --help`)
 
 `autoal serve` runs the app in one process under waitress: its event loop reads every request whole
@@ -64,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     worker = commands.add_parser("worker", help="run an RQ worker for the jobs (needs REDIS_URL)")
     worker.add_argument("--burst", action="store_true", help="exit when the queue is empty")
+    worker.add_argument("--lane", choices=("fast", "full", "both"), default="both",
+                        help="which jobs: fast refits, full retrains, or both with fast ones first (default)")
     commands.add_parser("bench", help="offline benchmark (arguments go to the benchmark)")
     args = parser.parse_args(argv)
 
@@ -83,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
             request_timeout=args.request_timeout or settings.request_timeout,
             connection_limit=args.connection_limit,
         )
-    return run_worker(settings, burst=args.burst)
+    return run_worker(settings, burst=args.burst, lane=args.lane)
 
 
 def make_server(
@@ -208,8 +210,11 @@ def serve_forever(
     return 0
 
 
-def run_worker(settings: Settings, burst: bool = False) -> int:
-    """An RQ worker at a lower CPU priority (its job processes inherit it), so a web process beside it comes first."""
+def run_worker(settings: Settings, burst: bool = False, lane: str = "both") -> int:
+    """An RQ worker at a lower CPU priority (its job processes inherit it), so a web process beside it comes first.
+
+    ``lane``: the jobs it takes ("fast", "full", or "both", fast ones first). One worker of each keeps a full
+    retrain from holding up the fast path (docker/docker-compose.yml runs two)."""
     if not settings.redis_url:
         print("autoal worker: REDIS_URL is not set", file=sys.stderr)
         return 2
@@ -218,8 +223,13 @@ def run_worker(settings: Settings, burst: bool = False) -> int:
 
     if settings.job_niceness > 0:
         os.nice(settings.job_niceness)
+    from ls_backend.runners import rq_queue_name
+    from ls_backend.store import LANES
+
     connection = Redis.from_url(settings.redis_url)
-    worker = Worker([Queue(settings.rq_queue, connection=connection)], connection=connection)
+    lanes = LANES if lane == "both" else (lane,)
+    queues = [Queue(rq_queue_name(settings, name), connection=connection) for name in lanes]
+    worker = Worker(queues, connection=connection)
     worker.work(burst=burst, with_scheduler=True, logging_level=settings.log_level)
     return 0
 

@@ -1,6 +1,21 @@
 """The retrain-and-rank job: pull the project from LS, train, rank the pool, push the ranking back.
 
 `run_job(settings, store, job_id)` is the one job function; both runners (`ls_backend.runners`) call it.
+A job takes one of two paths (`RetrainAndRank.plan`):
+
+- the **fast path**, on every (coalesced) annotation: load the backbone of the newest full model, look up
+  every item's embedding in that backbone's cache (`autoal_engine.embedding_cache`, keyed by the media
+  bytes; only new or changed items are embedded), refit the head and the cost model on the labeled
+  items' cached embeddings, rank the pool from the cache, and push the first ``AUTOAL_PUSH_TOP`` tasks as
+  a new model version (LS's uncertainty sampling serves only tasks with a prediction of the current
+  version, so the head of the queue is what must be fresh);
+- the **full path**: train the backbone (tuning it when due), embed every item into a new cache, rank,
+  and push every pool task (pre-annotations and the Data Manager's scores). When a full retrain falls due
+  (START_TRAINING, labels grown by ``tuning.growth_factor``) and a backbone can be refitted, the job takes
+  the fast path and asks for a job in the **full lane** (`JobOutcome.follow_up`), which the runners run
+  beside the fast lane: the fast path keeps using the previous backbone until the new one is committed,
+  then one more fast job refits the labels that came in meanwhile on the new backbone.
+
 Steps and their progress fractions are recorded in the store as the job goes:
 
 1. read the label config and pull every task with its annotations from LABEL_STUDIO_URL (paginated,
@@ -8,13 +23,13 @@ Steps and their progress fractions are recorded in the store as the job goes:
    longer in the pool are dropped;
 2. fetch media that is not cached yet; items that cannot be fetched, decoded or are too small are left
    out, counted (``n_media_failed``) and recorded with the reason for the status page;
-3. `engine.fit` on the labeled tasks (label + observed `lead_time`), handing it the current model's tuning
-   state (a model tuning runs when due, and always when the job covers a ``START_TRAINING``),
-   `engine.rank` on the unlabeled pool;
+3. the fast or the full path as above (the full path hands `engine.fit` the current model's tuning state:
+   a model tuning runs when due, and always on ``START_TRAINING``);
 4. save the model atomically under MODEL_DIR (a crash before this point leaves the previous model serving)
    and keep it, with its ranking, as the project's *pending push*;
-5. import one prediction per pool task (`score = 1 - priority`, the predicted class as result), then set the
-   project's `model_version` (and sampling), keep the "AutoAL priority" tab, drop old prediction versions;
+5. import the predictions (`score = 1 - priority`, the predicted class as result), then set the project's
+   `model_version` (and sampling), keep the "AutoAL priority" tab, drop old prediction versions (never
+   the backbone's full push, nor a version a running job reserved);
 6. commit the model row, the ranking and its provenance to SQLite in one transaction (this also clears
    the pending push).
 
@@ -57,6 +72,7 @@ class JobOutcome:
     status: str  # done | skipped | failed | not-run
     message: str | None = None
     retryable: bool = False  # failed because LS was unavailable: run again later
+    follow_up: tuple[str, str] | None = None  # (lane, trigger) of a job the runner requests next
 
 
 class SkipJob(Exception):
@@ -80,8 +96,10 @@ def _run_job(settings: Settings, store: Store, job_id: int) -> JobOutcome:
         return JobOutcome("not-run")
     project_id = int(job["project_id"])
     logger.info("job %s: retrain and rank project %s (trigger %s)", job_id, project_id, job["trigger"])
+    work = RetrainAndRank(settings, store, project_id, job_id, lane=job.get("lane") or "fast",
+                          trigger=job["trigger"])
     try:
-        message = RetrainAndRank(settings, store, project_id, job_id).run()
+        message = work.run()
     except SkipJob as reason:
         logger.info("job %s skipped: %s", job_id, reason)
         store.finish_job(job_id, "skipped", str(reason))
@@ -101,15 +119,22 @@ def _run_job(settings: Settings, store: Store, job_id: int) -> JobOutcome:
         return JobOutcome("failed", message)
     store.finish_job(job_id, "done")
     logger.info("job %s done: %s", job_id, message)
-    return JobOutcome("done", message)
+    return JobOutcome("done", message, follow_up=work.follow_up)
 
 
 class RetrainAndRank:
-    def __init__(self, settings: Settings, store: Store, project_id: int, job_id: int) -> None:
+    """One job: the fast path (refit the head on cached embeddings, push the head of the queue) or the full
+    path (train the backbone, embed the pool, push every task); see `plan`."""
+
+    def __init__(self, settings: Settings, store: Store, project_id: int, job_id: int, *, lane: str = "fast",
+                 trigger: str = "") -> None:
         self.settings = settings
         self.store = store
         self.project_id = project_id
         self.job_id = job_id
+        self.lane = lane
+        self.trigger = trigger
+        self.follow_up: tuple[str, str] | None = None  # set by plan: the job to run after this one
 
     def stage(self, name: str, progress: float, **fields: Any) -> None:
         self.store.update_job(self.job_id, stage=name, progress=round(progress, 3), **fields)
@@ -137,6 +162,8 @@ class RetrainAndRank:
             self.store.drop_pending_push(self.project_id)
         path, base, why = self.plan(interface, len(labeled))
         logger.info("project %s: %s path (%s)", self.project_id, path, why)
+        if path == "full" and self.lane == "full":
+            self.follow_up = ("fast", "new backbone")  # the labels that came in meanwhile, on the new backbone
         self.stage("fetching media", 0.1, n_labels=len(labeled), n_pool=len(pool), path=path)
         check_trainable(labeled, pool)
         labeled, pool, failed = self.fetch_media(ls, interface, labeled, pool)
@@ -177,33 +204,52 @@ class RetrainAndRank:
     def plan(self, interface: LabelingInterface, n_labels: int) -> tuple[str, dict[str, Any] | None, str]:
         """("fast", the full model whose backbone the head is refitted on, why) or ("full", None, why).
 
-        The full path (train the backbone, embed the pool, push every task) runs for the first model, on
-        START_TRAINING, when the label config's classes or the engine configuration changed, when the labels
-        grew by ``tuning.growth_factor`` since the backbone was trained, and with AUTOAL_FAST_PATH off;
-        otherwise the fast path refits the head on cached embeddings and pushes the head of the queue."""
-        if not self.settings.fast_path:
-            return "full", None, "the fast path is off (AUTOAL_FAST_PATH)"
-        if "START_TRAINING" in self.store.covered_actions(self.job_id):
-            return "full", None, "START_TRAINING"
-        if self.settings.engine_config().search.searchnet_input == "image":
-            return "full", None, "an image SearchNet reads the images (search.searchnet_input)"
+        A full retrain (train the backbone, embed the pool, push every task) is due for the first model, on
+        START_TRAINING, when the labels grew by ``tuning.growth_factor`` since the backbone was trained, and
+        always in the full lane. When a backbone can be refitted, a job of the fast lane takes the fast path
+        even then and leaves the full retrain to a job of the full lane (`follow_up`), so the queue follows
+        the label at once and the full retrain runs in the background. The full path runs inline when no
+        backbone can be refitted: none yet, the label config's classes or the engine configuration changed,
+        its cache or checkpoint is gone, or AUTOAL_FAST_PATH is off."""
         base = self.store.latest_full_model(self.project_id)
+        blocked = self.cannot_refit(interface, base)
+        if self.lane == "full":
+            return "full", None, f"a full retrain in the background ({self.trigger})"
+        if blocked is not None:
+            return "full", None, blocked
+        due = self.full_retrain_due(n_labels, base)
+        if due is not None:
+            self.follow_up = ("full", due)
+            return "fast", base, f"{due}: refit now, the full retrain follows in the background"
+        return "fast", base, f"refit on backbone {base['model_version']} ({base['n_labels']} labels)"
+
+    def cannot_refit(self, interface: LabelingInterface, base: dict[str, Any] | None) -> str | None:
+        """Why the fast path cannot refit ``base``'s backbone, or None when it can."""
+        if not self.settings.fast_path:
+            return "the fast path is off (AUTOAL_FAST_PATH)"
         if base is None:
-            return "full", None, "no backbone trained yet"
+            return "no backbone trained yet"
+        if self.settings.engine_config().search.searchnet_input == "image":
+            return "an image SearchNet reads the images (search.searchnet_input)"
         if list(base["classes"] or []) != list(interface.classes):
-            return "full", None, "the label config's classes changed"
-        saved_config = (base["report"] or {}).get("engine_config")
-        if saved_config != config_fingerprint(self.settings.engine_config()):
-            return "full", None, "the engine configuration changed"
-        growth = self.settings.engine_config().tuning.growth_factor
-        if n_labels >= growth * max(1, base["n_labels"] or 0):
-            return "full", None, f"{n_labels} labels, {growth}x the backbone's {base['n_labels']}"
+            return "the label config's classes changed"
+        if (base["report"] or {}).get("engine_config") != config_fingerprint(self.settings.engine_config()):
+            return "the engine configuration changed"
         backbone = base.get("backbone_version")
         if not backbone or not self.settings.embedding_dir(self.project_id, backbone).is_dir():
-            return "full", None, "the backbone's embedding cache is missing"
+            return "the backbone's embedding cache is missing"
         if not (Path(base["checkpoint"]) / "engine.pt").is_file():
-            return "full", None, "the backbone's checkpoint is missing"
-        return "fast", base, f"refit on backbone {base['model_version']} ({base['n_labels']} labels)"
+            return "the backbone's checkpoint is missing"
+        return None
+
+    def full_retrain_due(self, n_labels: int, base: dict[str, Any]) -> str | None:
+        """Why the backbone should be trained again (START_TRAINING, the labels' growth), or None."""
+        if "START_TRAINING" in self.store.covered_actions(self.job_id) or self.trigger == "START_TRAINING":
+            return "START_TRAINING"
+        growth = self.settings.engine_config().tuning.growth_factor
+        if n_labels >= growth * max(1, base["n_labels"] or 0):
+            return f"{n_labels} labels, {growth}x the backbone's {base['n_labels']}"
+        return None
 
     def full_path(self, interface: LabelingInterface, labeled: list[dict], pool: list[dict]) -> tuple:
         """Train the backbone (tuning it when due), embed every item into the new backbone's cache, rank."""
@@ -212,8 +258,9 @@ class RetrainAndRank:
         started = time.perf_counter()
         engine = Engine(self.settings.engine_config())
         paths, labels, seconds = training_inputs(labeled)
+        tune = "START_TRAINING" in self.store.covered_actions(self.job_id) or self.trigger == "START_TRAINING"
         engine.fit(paths, labels, seconds, classes=list(interface.classes), pool_size=len(pool),
-                   tuning_state=self.tuning_state(), tune="START_TRAINING" in self.store.covered_actions(self.job_id))
+                   tuning_state=self.tuning_state(), tune=tune)
         engine.report["engine_config"] = config_fingerprint(engine.config)
         train_seconds = time.perf_counter() - started
         started = time.perf_counter()
@@ -342,8 +389,8 @@ class RetrainAndRank:
 
     def drop_old_versions(self, ls: LabelStudioClient, current: str) -> None:
         """Delete our prediction versions in LS and our checkpoints beyond the newest `keep_versions`, except
-        the backbone the fast path refits (its checkpoint, its full-pool predictions, its embedding cache)
-        and versions newer than ``current`` (reserved by a job still running)."""
+        the backbone the fast path refits (its checkpoint, its full-pool predictions, its embedding cache),
+        versions that running jobs have reserved, and versions newer than ``current``."""
         keep = {
             model["model_version"] for model in self.store.model_history(self.project_id, self.settings.keep_versions)
         }
@@ -351,6 +398,8 @@ class RetrainAndRank:
         base = self.store.latest_full_model(self.project_id)
         if base is not None:
             keep.add(base["model_version"])
+
+        keep |= self.store.versions_in_flight(self.project_id)  # the other lane's job may be pushing it
 
         def stale(version: str) -> bool:
             return version not in keep and version_number(version) < version_number(current)

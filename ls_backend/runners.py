@@ -35,7 +35,7 @@ from typing import Any, Protocol
 from ls_backend.jobs import JobOutcome, run_job
 from ls_backend.logs import context_fields
 from ls_backend.settings import Settings
-from ls_backend.store import Store
+from ls_backend.store import LANES, Store
 
 logger = logging.getLogger(__name__)
 
@@ -56,13 +56,15 @@ class Runner(Protocol):
     def stop(self, timeout: float = 5.0) -> None: ...
 
 
-def request_job(store: Store, runner: Runner, settings: Settings, project_id: int, trigger: str) -> dict:
-    """Queue a retrain-and-rank job for the project, or join the one already queued.
+def request_job(
+    store: Store, runner: Runner, settings: Settings, project_id: int, trigger: str, lane: str = "fast"
+) -> dict:
+    """Queue a retrain-and-rank job for the project in ``lane``, or join the one already queued there.
 
     Inside a store transaction (a webhook's), the runner is told once it has committed: a worker that
     took the job earlier would not find its row.
     """
-    job_id, created = store.request_job(project_id, trigger, stale_after=settings.job_timeout)
+    job_id, created = store.request_job(project_id, trigger, stale_after=settings.job_timeout, lane=lane)
     store.after_commit(partial(runner.submit if created else runner.ensure_submitted, job_id))
     return {"job": job_id, "coalesced": not created}
 
@@ -87,6 +89,20 @@ def retry_delay(store: Store, settings: Settings, project_id: int, outcome: JobO
     return policy.delay(failures)
 
 
+def after_job(store: Store, runner: Runner, settings: Settings, project_id: int, outcome: JobOutcome) -> None:
+    """What a runner does when a job ended: request its follow-up (a full retrain in the full lane, or the
+    fast refit after one), or schedule the retry of a job that failed on LS."""
+    if outcome.follow_up is not None:
+        lane, trigger = outcome.follow_up
+        logger.info("project %s: requesting a %s-lane job (%s)", project_id, lane, trigger,
+                    extra={"project": project_id})
+        request_job(store, runner, settings, project_id, trigger, lane=lane)
+    delay = retry_delay(store, settings, project_id, outcome)
+    if delay is not None:
+        logger.info("project %s: retrying in %.0f s", project_id, delay, extra={"project": project_id})
+        runner.submit_later(project_id, delay)
+
+
 def retry_job(store: Store, runner: Runner, settings: Settings, project_id: int) -> dict:
     """The delayed retry: a job, unless a job of the project succeeded since the failure (nothing to redo)."""
     if store.consecutive_failures(project_id) == 0:
@@ -97,8 +113,23 @@ def retry_job(store: Store, runner: Runner, settings: Settings, project_id: int)
     return request_job(store, runner, settings, project_id, "retry")
 
 
+FULL_LANE_EXTRA_NICENESS = 5  # the full lane's job process yields to the fast lane's
+
+
+class Lane:
+    """One lane of the thread runner: a queue of job ids, the thread that drains it, its `JobProcess`."""
+
+    def __init__(self, name: str, jobs: JobProcess) -> None:
+        self.name = name
+        self.jobs = jobs
+        self.queue: queue.Queue[int | None] = queue.Queue()
+        self.thread: threading.Thread | None = None
+
+
 class ThreadRunner:
-    """One background thread of the web process hands the jobs, one after another, to a `JobProcess`."""
+    """Background threads of the web process hand the jobs to `JobProcess` children: one thread and one
+    child per lane ("fast" and "full", ls_backend.jobs), so a full retrain never holds up the fast path.
+    The full lane's child runs FULL_LANE_EXTRA_NICENESS lower in priority."""
 
     name = "thread"
 
@@ -111,24 +142,36 @@ class ThreadRunner:
         threads: int | None = None,
         job_function: JobFunction = run_job,
     ) -> None:
-        """`niceness` and `threads` go to the `JobProcess`; `job_function` (a module-level function) runs there."""
+        """`niceness` and `threads` go to the fast lane's `JobProcess` (the full lane's is niceness + 5, at
+        most 19); `job_function` (a module-level function) runs there."""
         self.settings = settings
         self.store = store
-        self.jobs = JobProcess(settings, store.path, niceness=niceness, threads=threads, job_function=job_function)
-        self._queue: queue.Queue[int | None] = queue.Queue()
-        self._thread: threading.Thread | None = None
+        niceness = settings.job_niceness if niceness is None else niceness
+        self.lanes = {
+            lane: Lane(lane, JobProcess(settings, store.path, threads=threads, job_function=job_function,
+                                        niceness=niceness if lane == "fast" else
+                                        min(19, niceness + FULL_LANE_EXTRA_NICENESS)))
+            for lane in LANES
+        }
         self._timers: dict[int, tuple[float, threading.Timer]] = {}  # project -> (due, timer): one retry each
         self._lock = threading.Lock()
         self._stopping = False
 
+    @property
+    def jobs(self) -> JobProcess:
+        """The fast lane's job process."""
+        return self.lanes["fast"].jobs
+
     def start(self) -> None:
-        """Start the worker; jobs cut short by a previous stop are queued again (events are not lost)."""
-        if self._thread is not None:
+        """Start the workers; jobs cut short by a previous stop are queued again (events are not lost)."""
+        if any(lane.thread is not None for lane in self.lanes.values()):
             return
         self._stopping = False
         interrupted = self.store.interrupt_active_jobs()
-        self._thread = threading.Thread(target=self._work, name="autoal-jobs", daemon=True)
-        self._thread.start()
+        for lane in self.lanes.values():
+            lane.thread = threading.Thread(target=self._work, args=(lane,), name=f"autoal-jobs-{lane.name}",
+                                           daemon=True)
+            lane.thread.start()
         for project_id in sorted(set(interrupted) | set(self.store.projects_with_pending_events())):
             logger.info(
                 "project %s: unfinished work from before the restart; queueing a job",
@@ -138,7 +181,8 @@ class ThreadRunner:
             request_job(self.store, self, self.settings, project_id, "recovery")
 
     def submit(self, job_id: int) -> None:
-        self._queue.put(job_id)
+        job = self.store.job(job_id)
+        self.lanes[(job or {}).get("lane") or "fast"].queue.put(job_id)
 
     def ensure_submitted(self, job_id: int) -> None:
         """Queued rows of this process are always in the in-memory queue (stale ones were interrupted)."""
@@ -168,20 +212,22 @@ class ThreadRunner:
             return sorted(self._timers)
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Cancel pending retries, stop the thread and the job process (a running job is interrupted)."""
+        """Cancel pending retries, stop the threads and the job processes (running jobs are interrupted)."""
         with self._lock:
             for _, timer in self._timers.values():
                 timer.cancel()
             self._timers.clear()
         self._stopping = True
-        self.jobs.stop(timeout)
-        if self._thread is not None:
-            self._queue.put(None)
-            self._thread.join(timeout)
-            self._thread = None
+        for lane in self.lanes.values():
+            lane.jobs.stop(timeout)
+        for lane in self.lanes.values():
+            if lane.thread is not None:
+                lane.queue.put(None)
+                lane.thread.join(timeout)
+                lane.thread = None
 
     def idle(self) -> bool:
-        return self._queue.unfinished_tasks == 0
+        return all(lane.queue.unfinished_tasks == 0 for lane in self.lanes.values())
 
     def _fire_retry(self, project_id: int) -> None:
         with self._lock:
@@ -192,33 +238,25 @@ class ThreadRunner:
         if not self._stopping:
             retry_job(self.store, self, self.settings, project_id)
 
-    def _work(self) -> None:
+    def _work(self, lane: Lane) -> None:
         while True:
-            job_id = self._queue.get()
+            job_id = lane.queue.get()
             try:
                 if job_id is None:
                     return
-                outcome = self._run(job_id)
+                outcome = self._run(lane, job_id)
                 job = self.store.job(job_id)
                 if job is not None and not self._stopping:
-                    delay = retry_delay(self.store, self.settings, int(job["project_id"]), outcome)
-                    if delay is not None:
-                        logger.info(
-                            "project %s: retrying in %.0f s",
-                            job["project_id"],
-                            delay,
-                            extra={"project": job["project_id"], "job": job_id},
-                        )
-                        self.submit_later(int(job["project_id"]), delay)
+                    after_job(self.store, self, self.settings, int(job["project_id"]), outcome)
             except Exception:  # the worker thread must survive anything a job does
                 logger.exception("job %s: unexpected error in the worker thread", job_id, extra={"job": job_id})
             finally:
-                self._queue.task_done()
+                lane.queue.task_done()
 
-    def _run(self, job_id: int) -> JobOutcome:
-        """Run the job in the job process; if that process died or was stopped, the job is marked failed."""
+    def _run(self, lane: Lane, job_id: int) -> JobOutcome:
+        """Run the job in the lane's job process; if that process died or was stopped, the job is marked failed."""
         try:
-            return self.jobs.run(job_id, timeout=self.settings.job_timeout)
+            return lane.jobs.run(job_id, timeout=self.settings.job_timeout)
         except JobProcessError as error:
             message = "interrupted: the server stopped" if self._stopping else str(error)
         job = self.store.job(job_id)
@@ -478,14 +516,16 @@ class RQRunner:
         self.settings = settings
         self.store = store
         self.connection = Redis.from_url(settings.redis_url)
-        self.queue = Queue(settings.rq_queue, connection=self.connection)
+        self.queues = {lane: Queue(rq_queue_name(settings, lane), connection=self.connection) for lane in LANES}
+        self.queue = self.queues["fast"]
 
     def start(self) -> None:
         for project_id in self.store.projects_with_pending_events():
             request_job(self.store, self, self.settings, project_id, "recovery")
 
     def submit(self, job_id: int) -> None:
-        self.queue.enqueue(
+        job = self.store.job(job_id)
+        self.queues[(job or {}).get("lane") or "fast"].enqueue(
             "ls_backend.runners.rq_run_job",
             job_id,
             job_id=_rq_id(job_id),
@@ -564,20 +604,19 @@ def rq_run_job(job_id: int) -> str:
     job = store.job(job_id)
     if job is None:
         return "unknown job"
+    lane = job.get("lane") or "fast"
     lock = runner.connection.lock(
-        f"autoal:project:{job['project_id']}",
+        f"autoal:project:{job['project_id']}" + ("" if lane == "fast" else f":{lane}"),
         timeout=settings.job_timeout,
         blocking_timeout=settings.job_timeout,
     )
     try:
-        with lock:  # one job per project at a time, whatever the number of workers
+        with lock:  # one job per project and lane at a time, whatever the number of workers
             outcome = run_job(settings, store, job_id)
     except LockError:
         store.finish_job(job_id, "failed", "another job of this project held its lock past AUTOAL_JOB_TIMEOUT")
         return "failed"
-    delay = retry_delay(store, settings, int(job["project_id"]), outcome)
-    if delay is not None:
-        runner.submit_later(int(job["project_id"]), delay)
+    after_job(store, runner, settings, int(job["project_id"]), outcome)
     return outcome.status
 
 
@@ -586,6 +625,11 @@ def rq_request_job(project_id: int) -> dict:
     settings = Settings.from_env()
     store = Store(settings.database_path)
     return retry_job(store, RQRunner(settings, store), settings, project_id)
+
+
+def rq_queue_name(settings: Settings, lane: str) -> str:
+    """The RQ queue of a lane: AUTOAL_RQ_QUEUE for the fast lane, AUTOAL_RQ_QUEUE + "-full" for full retrains."""
+    return settings.rq_queue if lane == "fast" else f"{settings.rq_queue}-{lane}"
 
 
 def _rq_id(job_id: int) -> str:

@@ -92,7 +92,7 @@ def test_thread_runner_requeues_interrupted_work_and_retries_until_the_limit(set
         assert "interrupted" in jobs[-1]["error"]
         assert all(job["status"] == "failed" for job in jobs)
         assert store.pending_events(1) == 1  # not lost: the next successful job handles it
-        assert runner._thread.is_alive()
+        assert runner.lanes["fast"].thread.is_alive()
         answer = request_job(store, runner, settings, 1, "ANNOTATION_CREATED")
         assert answer["coalesced"] is False
     finally:

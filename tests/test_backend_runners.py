@@ -52,6 +52,19 @@ def _finish(settings: Settings, store: Store, job_id: int) -> JobOutcome:
     return JobOutcome("done")
 
 
+def fast_then_slow_full(settings: Settings, store: Store, job_id: int) -> JobOutcome:
+    """Fast-lane jobs finish at once, the first asking for a full retrain; full-lane jobs take 3 s."""
+    job = store.start_job(job_id)
+    if job["lane"] == "full":
+        time.sleep(3.0)
+    Path(settings.model_dir, f"job-{job_id}.json").write_text(
+        json.dumps({"pid": os.getpid(), "nice": os.nice(0), "finished": time.time()})
+    )
+    store.finish_job(job_id, "done")
+    first = job["trigger"] == "ANNOTATION_CREATED" and job["lane"] == "fast"
+    return JobOutcome("done", follow_up=("full", "growth") if first else None)
+
+
 def wait_finished(store: Store, job_id: int, timeout: float = 60) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -98,6 +111,30 @@ def test_jobs_run_in_one_long_lived_child_process_at_a_lower_priority(settings, 
     assert runner.jobs.pid is None  # stop() ended the child
 
 
+def test_a_full_retrain_runs_in_its_own_lane_and_never_holds_up_the_fast_path(settings, store):
+    runner = ThreadRunner(settings, store, niceness=2, job_function=fast_then_slow_full)
+    runner.start()
+    try:
+        first = request_job(store, runner, settings, 1, "ANNOTATION_CREATED")["job"]
+        assert wait_finished(store, first)["status"] == "done"
+        deadline = time.monotonic() + 30
+        while not [job for job in store.recent_jobs(1) if job["lane"] == "full"] and time.monotonic() < deadline:
+            time.sleep(0.02)
+        (full,) = [job["id"] for job in store.recent_jobs(1) if job["lane"] == "full"]  # the follow-up
+        while store.job(full)["status"] != "running" and time.monotonic() < deadline:
+            time.sleep(0.02)
+        later = request_job(store, runner, settings, 1, "label during the full retrain")["job"]
+        assert store.job(later)["lane"] == "fast"
+        assert wait_finished(store, later)["status"] == "done"
+        assert store.job(full)["status"] == "running"  # the fast job did not wait for it
+        assert wait_finished(store, full)["status"] == "done"
+    finally:
+        runner.stop()
+    assert recorded(settings, later)["finished"] < recorded(settings, full)["finished"]
+    assert recorded(settings, later)["pid"] != recorded(settings, full)["pid"]  # one job process per lane
+    assert recorded(settings, full)["nice"] == min(19, os.nice(0) + 2 + 5)  # the full lane yields
+
+
 def test_the_job_process_takes_its_priority_and_threads_from_the_settings(tmp_path):
     settings = Settings(model_dir=tmp_path, job_niceness=7, job_threads=2)
     store = Store(settings.database_path)
@@ -119,7 +156,7 @@ def test_a_dead_job_process_fails_its_job_and_a_new_one_runs_the_next(settings, 
         crashed = request_job(store, runner, settings, project_id, "ANNOTATION_CREATED")["job"]
         job = wait_finished(store, crashed)
         assert job["status"] == "failed" and job["error"] == message
-        assert runner._thread.is_alive()
+        assert runner.lanes["fast"].thread.is_alive()
         after = request_job(store, runner, settings, 4, "ANNOTATION_CREATED")["job"]
         assert wait_finished(store, after)["status"] == "done"
         assert recorded(settings, after)["pid"] != os.getpid()
@@ -182,7 +219,7 @@ def test_thread_runner_keeps_one_pending_retry_per_project(settings, store):
             time.sleep(0.02)
         time.sleep(0.2)
         assert runner.pending_retries() == [2]  # fired
-        assert runner._queue.qsize() == 1  # exactly one job requested
+        assert runner.lanes["fast"].queue.qsize() == 1  # exactly one job requested
         assert store.recent_jobs(1)[0]["trigger"] == "retry"
         runner.submit_later(1, 30)  # after it fired, the next failure may schedule one again
         assert runner.pending_retries() == [1, 2]
@@ -201,7 +238,7 @@ def test_a_retry_after_a_later_success_runs_no_job(settings, store):
         while runner.pending_retries() and time.monotonic() < deadline:
             time.sleep(0.02)
         time.sleep(0.2)
-        assert runner.pending_retries() == [] and runner._queue.qsize() == 0
+        assert runner.pending_retries() == [] and runner.lanes["fast"].queue.qsize() == 0
         assert all(job["trigger"] != "retry" for job in store.recent_jobs(1)) and store.job(failed)
     finally:
         runner.stop()

@@ -297,3 +297,23 @@ def test_threads_writing_at_once_lose_nothing(store):
     assert store.pending_events(1) == 200
     assert store.tasks_of_annotations(1, list(range(200))) == list(range(200))
     assert sum(created for _, created in answers) == 1 and len({job for job, _ in answers}) == 1
+
+
+def test_requests_coalesce_per_lane_and_a_bad_lane_is_refused(store):
+    fast, created = store.request_job(1, "ANNOTATION_CREATED", stale_after=3600)
+    full, full_created = store.request_job(1, "growth", stale_after=3600, lane="full")
+    assert created and full_created and fast != full
+    assert store.request_job(1, "ANNOTATION_CREATED", stale_after=3600) == (fast, False)
+    assert store.request_job(1, "START_TRAINING", stale_after=3600, lane="full") == (full, False)
+    assert store.job(full)["lane"] == "full" and store.job(fast)["lane"] == "fast"
+    with pytest.raises(ValueError, match="lane: must be one of"):
+        store.request_job(1, "x", stale_after=3600, lane="medium")
+
+
+def test_versions_in_flight_are_those_running_jobs_reserved(store):
+    job_id, _ = store.request_job(1, "x", stale_after=3600)
+    store.start_job(job_id)
+    store.update_job(job_id, model_version="autoal-v7")
+    assert store.versions_in_flight(1) == {"autoal-v7"}
+    store.finish_job(job_id, "done")
+    assert store.versions_in_flight(1) == set()

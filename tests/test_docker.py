@@ -80,7 +80,7 @@ def interpolate(value: str, env: dict[str, str]) -> str:
 
 def autoal_services(compose: dict) -> dict[str, dict]:
     services = {name: svc for name, svc in compose["services"].items() if svc.get("image") == IMAGE}
-    assert set(services) == {"autoal", "autoal-worker"}
+    assert set(services) == {"autoal", "autoal-worker", "autoal-worker-full"}
     return services
 
 
@@ -243,7 +243,13 @@ def run_cli_parse_only(argv: list[str], monkeypatch, capsys) -> None:
 def test_every_autoal_command_parses_with_the_real_cli(monkeypatch, capsys):
     assert 'autoal = "ls_backend.cli:main"' in (ROOT / "pyproject.toml").read_text()
     commands = {name: image_command(svc) for name, svc in autoal_services(load_compose()).items()}
-    assert sorted(command[:2] for command in commands.values()) == [["autoal", "serve"], ["autoal", "worker"]]
+    assert sorted(command[:2] for command in commands.values()) == [
+        ["autoal", "serve"], ["autoal", "worker"], ["autoal", "worker"]
+    ]
+    # one worker per lane: a full retrain never holds up the fast refits
+    assert sorted(command[2:] for name, command in commands.items() if name != "autoal") == [
+        ["--lane", "fast"], ["--lane", "full"]
+    ]
     for command in commands.values():
         run_cli_parse_only(command[1:], monkeypatch, capsys)
     with pytest.raises(SystemExit):  # the check can fail: an unknown option is refused while parsing

@@ -21,12 +21,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from ls_backend.store.job_queue import ACTIVE_STATES, JobQueue
+from ls_backend.store.job_queue import ACTIVE_STATES, LANES, JobQueue
 from ls_backend.store.project_data import ProjectData
 from ls_backend.store.schema import MIGRATIONS, SCHEMA_1, SCHEMA_2, SCHEMA_3, SCHEMA_VERSION, StoreVersionError
 
 __all__ = [
-    "ACTIVE_STATES", "MIGRATIONS", "SCHEMA_1", "SCHEMA_2", "SCHEMA_3", "SCHEMA_VERSION", "Store", "StoreVersionError",
+    "ACTIVE_STATES", "LANES", "MIGRATIONS", "SCHEMA_1", "SCHEMA_2", "SCHEMA_3", "SCHEMA_VERSION", "Store",
+    "StoreVersionError",
 ]
 
 

@@ -1,6 +1,7 @@
 """The job queue: webhook events and the jobs that handle them, as a state machine in SQLite.
 
-queued -> running -> done | skipped | failed. At most one queued job per project (requests coalesce), a
+queued -> running -> done | skipped | failed. At most one queued job per project and lane (requests
+coalesce; full retrains have a lane of their own, see ls_backend.jobs), a
 running job whose heartbeat stopped counts as dead, and a job that succeeds marks the events it covered
 as handled, so an event is never lost to a failed job.
 """
@@ -15,6 +16,7 @@ from typing import Any
 from ls_backend.store.database import Database
 
 ACTIVE_STATES = ("queued", "running")
+LANES = ("fast", "full")  # full retrains run in their own lane, so they never hold up the fast path
 
 
 class JobQueue(Database):
@@ -76,12 +78,14 @@ class JobQueue(Database):
 
     # -- jobs -------------------------------------------------------------------------------------------
 
-    def request_job(self, project_id: int, trigger: str, stale_after: float) -> tuple[int, bool]:
-        """Queue a job for the project unless one is already queued: (job id, created).
+    def request_job(self, project_id: int, trigger: str, stale_after: float, lane: str = "fast") -> tuple[int, bool]:
+        """Queue a job for the project in ``lane`` ("fast" | "full") unless one is queued there: (job id, created).
 
-        Many events while a job runs therefore give exactly one more job. A "running" job whose heartbeat
-        is older than `stale_after` seconds belonged to a dead worker and is marked failed.
+        Many events while a job runs therefore give exactly one more job per lane. A "running" job whose
+        heartbeat is older than `stale_after` seconds belonged to a dead worker and is marked failed.
         """
+        if lane not in LANES:
+            raise ValueError(f"lane: must be one of {LANES}, got {lane!r}")
         now = time.time()
         with self.transaction() as db:
             db.execute(
@@ -90,17 +94,26 @@ class JobQueue(Database):
                 (now, project_id, now - stale_after),
             )
             row = db.execute(
-                "SELECT id FROM jobs WHERE project_id=? AND status='queued' ORDER BY id LIMIT 1",
-                (project_id,),
+                "SELECT id FROM jobs WHERE project_id=? AND lane=? AND status='queued' ORDER BY id LIMIT 1",
+                (project_id, lane),
             ).fetchone()
             if row is not None:
                 return int(row[0]), False
             cursor = db.execute(
-                "INSERT INTO jobs (project_id, trigger, status, stage, progress, created_at) "
-                "VALUES (?,?,'queued','queued',0,?)",
-                (project_id, trigger, now),
+                "INSERT INTO jobs (project_id, trigger, status, stage, progress, created_at, lane) "
+                "VALUES (?,?,'queued','queued',0,?,?)",
+                (project_id, trigger, now, lane),
             )
             return int(cursor.lastrowid), True
+
+    def versions_in_flight(self, project_id: int) -> set[str]:
+        """Model versions reserved by running jobs (their predictions may be on their way into LS)."""
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT model_version FROM jobs WHERE project_id=? AND status='running' AND model_version IS NOT NULL",
+                (project_id,),
+            ).fetchall()
+        return {row[0] for row in rows}
 
     def start_job(self, job_id: int) -> dict[str, Any] | None:
         """Mark a queued job running and snapshot the events it covers; None if it is not queued."""

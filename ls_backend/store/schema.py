@@ -139,8 +139,10 @@ SCHEMA_2 = (
 SCHEMA_3 = ("ALTER TABLE rankings ADD COLUMN top_candidates TEXT",)
 
 # Schema 4: two-speed retraining. A model says which path made it ("full": the backbone trained; "fast": the
-# head refitted on cached embeddings) and its backbone; a job, its path, latency and embedding-cache use.
+# head refitted on cached embeddings) and its backbone; a job, its lane (full retrains run in their own, in
+# the background), its path, latency and embedding-cache use.
 SCHEMA_4 = (
+    "ALTER TABLE jobs ADD COLUMN lane TEXT NOT NULL DEFAULT 'fast'",
     "ALTER TABLE models ADD COLUMN path TEXT",
     "ALTER TABLE models ADD COLUMN backbone_version TEXT",
     "ALTER TABLE jobs ADD COLUMN path TEXT",

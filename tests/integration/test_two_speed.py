@@ -3,8 +3,8 @@ whole pool; a label after it takes the fast path (the head refitted on cached em
 again) and pushes only the head of the queue, which LS's /next/ then serves.
 
 One project of 200 digits and one backend with AUTOAL_PUSH_TOP=30; after the first 20 labels a
-START_TRAINING makes the backbone of those 20, so the next label (21 < 1.5 x 20) is not due for a full
-retrain. The tests run in file order.
+START_TRAINING makes the backbone of those 20 (in the full lane, after a fast refit), so the next label
+(21 < 1.5 x 20) is not due for a full retrain. The tests run in file order.
 """
 
 from __future__ import annotations
@@ -47,7 +47,11 @@ def setup(label_studio, digit_images, tmp_path_factory):
                  "the jobs of the first annotations")
         before = done_jobs(backend.store, project_id)[-1]["id"]
         assert ls.api("POST", f"/api/ml/{ml_id}/train").status_code == 200
-        trained = backend.wait_for_job(project_id, after_job=before)
+        wait_for(lambda: backend.settled(project_id)
+                 and (backend.store.latest_full_model(project_id) or {}).get("n_labels") == FIRST_LABELS
+                 and done_jobs(backend.store, project_id)[-1]["id"] > before, 300, "START_TRAINING's full retrain")
+        jobs = done_jobs(backend.store, project_id)
+        (trained,) = [job for job in jobs if job["id"] > before and job["path"] == "full"]
         yield {"ls": ls, "project": project_id, "backend": backend, "ml_id": ml_id, "trained": trained}
     finally:
         stop_process(backend.process)
@@ -61,7 +65,7 @@ def test_the_first_model_and_start_training_take_the_full_path_and_push_every_po
     store, project_id = setup["backend"].store, setup["project"]
     assert done_jobs(store, project_id)[0]["path"] == "full"  # no backbone yet
     first = setup["trained"]
-    assert first["path"] == "full" and first["n_labels"] == FIRST_LABELS
+    assert first["lane"] == "full" and first["n_labels"] == FIRST_LABELS
     assert first["n_pushed"] == first["n_pool"] > PUSH_TOP  # the whole pool, for the Data Manager
     assert first["cache_misses"] == first["n_labels"] + first["n_pool"]  # a new backbone embeds everything
     model = store.model(project_id, first["model_version"])
@@ -98,6 +102,28 @@ def test_label_studio_serves_the_head_of_the_fast_ranking(setup):
     assert ls.api("GET", f"/api/projects/{project_id}/next/").json()["id"] == first["task_id"]
 
 
+def test_labels_grown_by_the_factor_refit_at_once_and_retrain_the_backbone_in_the_background(setup):
+    """From 21 to 31 labels (>= 1.5 x 20): the fast lane refits and asks the full lane for a new backbone; a
+    fast job then refits the labels on it."""
+    ls, project_id, backend = setup["ls"], setup["project"], setup["backend"]
+    store = backend.store
+    old = store.latest_full_model(project_id)
+    for _ in range(10):
+        annotate(ls, ls.api("GET", f"/api/projects/{project_id}/next/").json())
+    wait_for(lambda: backend.settled(project_id) and store.pending_events(project_id) == 0
+             and store.latest_full_model(project_id)["model_version"] != old["model_version"], 300,
+             "the background full retrain")
+    wait_for(lambda: backend.settled(project_id), 120, "the refit after it")
+    jobs = [job for job in done_jobs(store, project_id) if job["id"] > setup["trained"]["id"]]
+    full = [job for job in jobs if job["lane"] == "full"]
+    assert len(full) >= 1 and all(job["path"] == "full" and job["n_pushed"] == job["n_pool"] for job in full)
+    assert all(job["path"] == "fast" for job in jobs if job["lane"] == "fast")
+    assert jobs[-1]["lane"] == "fast" and jobs[-1]["trigger"] == "new backbone"
+    current = store.current_model(project_id)
+    assert current["path"] == "fast" and current["n_labels"] == FIRST_LABELS + 11
+    assert current["backbone_version"] == store.latest_full_model(project_id)["backbone_version"]
+
+
 def test_start_training_again_trains_a_new_backbone_and_drops_the_old_cache(setup):
     ls, project_id, backend = setup["ls"], setup["project"], setup["backend"]
     store = backend.store
@@ -105,9 +131,12 @@ def test_start_training_again_trains_a_new_backbone_and_drops_the_old_cache(setu
     old = store.latest_full_model(project_id)
     response = ls.api("POST", f"/api/ml/{setup['ml_id']}/train")
     assert response.status_code == 200, response.text
-    job = backend.wait_for_job(project_id, after_job=before)
-    assert job["status"] == "done" and job["path"] == "full"
-    assert job["n_pushed"] == job["n_pool"]
+    wait_for(lambda: backend.settled(project_id) and store.latest_full_model(project_id)["backbone_version"]
+             != old["backbone_version"], 300, "the full retrain START_TRAINING asked for")
+    jobs = [job for job in done_jobs(store, project_id) if job["id"] > before]
+    (job,) = [job for job in jobs if job["path"] == "full"]
+    assert job["n_pushed"] == job["n_pool"] and job["lane"] == "full"  # in the background: a fast refit ran first
+    assert jobs[0]["path"] == "fast"
     new = store.latest_full_model(project_id)
     assert new["backbone_version"] != old["backbone_version"]
     cache_root = backend.model_dir / "projects" / str(project_id) / "embeddings"
