@@ -18,9 +18,10 @@ A job takes one of two paths (`RetrainAndRank.plan`):
 
 Steps and their progress fractions are recorded in the store as the job goes:
 
-1. read the label config and pull every task with its annotations from LABEL_STUDIO_URL (paginated,
-   through the SDK): what LS lists is the truth, whatever the webhooks said; ranking rows of tasks no
-   longer in the pool are dropped;
+1. read the label config and pull the tasks with their annotations from LABEL_STUDIO_URL (paginated,
+   through the SDK): what LS lists is the truth, whatever the webhooks said. A fast-lane job pulls only
+   the tasks LS changed since the last listing into the store's mirror of the project (`list_tasks`);
+   ranking rows of tasks no longer in the pool are dropped;
 2. fetch media that is not cached yet; items that cannot be fetched, decoded or are too small are left
    out, counted (``n_media_failed``) and recorded with the reason for the status page;
 3. the fast or the full path as above (the full path hands `engine.fit` the current model's tuning state:
@@ -145,9 +146,11 @@ class RetrainAndRank:
 
     def run(self) -> str:
         self.stage("pulling tasks", 0.02)
+        started = time.perf_counter()
         ls = LabelStudioClient.for_settings(self.settings)
         interface = LabelConfigs(self.store).refresh(ls, self.project_id)
-        labeled, pool = split_tasks(ls.tasks(self.project_id, page_size=self.settings.page_size), interface)
+        labeled, pool = split_tasks(self.list_tasks(ls), interface)
+        list_seconds = time.perf_counter() - started
         # tasks LS no longer lists (deleted) leave the ranking; labeled ones stay until the commit, since
         # their rows hold the predicted seconds that record_label_costs pairs with the observed ones
         dropped = self.store.prune_ranking(self.project_id, [task["id"] for task in [*labeled, *pool]])
@@ -164,10 +167,13 @@ class RetrainAndRank:
         logger.info("project %s: %s path (%s)", self.project_id, path, why)
         if path == "full" and self.lane == "full":
             self.follow_up = ("fast", "new backbone")  # the labels that came in meanwhile, on the new backbone
-        self.stage("fetching media", 0.1, n_labels=len(labeled), n_pool=len(pool), path=path)
+        self.stage("fetching media", 0.1, n_labels=len(labeled), n_pool=len(pool), path=path,
+                   list_seconds=list_seconds)
         check_trainable(labeled, pool)
+        started = time.perf_counter()
         labeled, pool, failed = self.fetch_media(ls, interface, labeled, pool)
-        self.stage("training", 0.3, n_labels=len(labeled), n_pool=len(pool), n_media_failed=failed)
+        self.stage("training", 0.3, n_labels=len(labeled), n_pool=len(pool), n_media_failed=failed,
+                   media_seconds=time.perf_counter() - started)
         check_trainable(labeled, pool)
         if base is not None:
             engine, ranking, hits, misses, train_seconds, rank_seconds = self.fast_path(base, labeled, pool)
@@ -200,6 +206,25 @@ class RetrainAndRank:
         self.stage("pushing predictions", 0.8, model_version=version)
         pushed = self.push_and_commit(ls, interface, model, rows)
         return f"{version} ({report['path']} path): {len(labeled)} labels, {len(pool)} tasks ranked, {pushed} pushed"
+
+    def list_tasks(self, ls: LabelStudioClient) -> list[dict[str, Any]]:
+        """The project's tasks: in the fast lane only those LS changed since the last listing, merged into
+        the store's mirror (`ls_backend.store.task_mirror`); in full when the lane is full, when the mirror
+        is empty, when the job covers a deletion (an incremental listing does not show deleted tasks), and
+        after a failed job (a task deleted without a webhook would fail every push)."""
+        since = self.store.tasks_listed_since(self.project_id)
+        full = (self.lane == "full" or since is None or "TASKS_DELETED" in self.store.covered_actions(self.job_id)
+                or self.store.consecutive_failures(self.project_id) > 0)
+        if full:
+            tasks = ls.tasks(self.project_id, page_size=self.settings.page_size)
+            self.store.replace_mirrored_tasks(self.project_id, tasks)
+            self.stage("pulling tasks", 0.05, n_listed=len(tasks))
+            return tasks
+        changed = ls.tasks_updated_since(self.project_id, since, page_size=self.settings.page_size)
+        self.store.update_mirrored_tasks(self.project_id, changed)
+        self.stage("pulling tasks", 0.05, n_listed=len(changed))
+        logger.info("project %s: %s tasks changed since %s", self.project_id, len(changed), since)
+        return self.store.mirrored_tasks(self.project_id)
 
     def plan(self, interface: LabelingInterface, n_labels: int) -> tuple[str, dict[str, Any] | None, str]:
         """("fast", the full model whose backbone the head is refitted on, why) or ("full", None, why).

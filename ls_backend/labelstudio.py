@@ -102,6 +102,15 @@ class LabelStudioClient:
             project_id, page_size, "task_only", UNLABELED_FILTER
         )
 
+    def tasks_updated_since(self, project_id: int, since: str, page_size: int = 500) -> list[dict[str, Any]]:
+        """The project's tasks whose ``updated_at`` is after ``since`` (LS's "%Y-%m-%dT%H:%M:%S.%fZ"), with
+        their annotations: new tasks, and tasks whose annotations or data changed."""
+        changed = {
+            "conjunction": "and",
+            "items": [{"filter": "filter:tasks:updated_at", "operator": "greater", "type": "Datetime", "value": since}],
+        }
+        return self._list(project_id, page_size, "all", changed)
+
     def _list(self, project_id: int, page_size: int, fields: str, filters: dict[str, Any]) -> list[dict[str, Any]]:
         query = json.dumps({"filters": filters})
 

@@ -317,3 +317,26 @@ def test_versions_in_flight_are_those_running_jobs_reserved(store):
     assert store.versions_in_flight(1) == {"autoal-v7"}
     store.finish_job(job_id, "done")
     assert store.versions_in_flight(1) == set()
+
+
+def test_the_task_mirror_is_replaced_by_a_full_listing_and_updated_by_an_incremental_one(store):
+    assert store.tasks_listed_since(1) is None  # never listed: the first job lists in full
+    listed = [
+        {"id": 1, "data": {"image": "a"}, "updated_at": "2026-12-01T10:00:00.000001Z", "predictions": [{"x": 1}]},
+        {"id": 2, "data": {"image": "b"}, "updated_at": "2026-12-01T10:00:05.500000Z"},
+    ]
+    store.replace_mirrored_tasks(1, listed)
+    assert [task["id"] for task in store.mirrored_tasks(1)] == [1, 2]
+    assert "predictions" not in store.mirrored_tasks(1)[0]  # not needed, and most of the payload
+    assert store.tasks_listed_since(1) == "2026-12-01T09:59:55.500000Z"  # the newest, less the overlap
+    store.update_mirrored_tasks(1, [{"id": 2, "data": {"image": "b"}, "annotations": [{"id": 9}],
+                                     "updated_at": "2026-12-01T10:01:00.000000Z"},
+                                    {"id": 3, "data": {"image": "c"}, "updated_at": "2026-12-01T10:00:30.000000Z"}])
+    mirrored = {task["id"]: task for task in store.mirrored_tasks(1)}
+    assert sorted(mirrored) == [1, 2, 3] and mirrored[2]["annotations"] == [{"id": 9}]
+    assert store.tasks_listed_since(1) == "2026-12-01T10:00:50.000000Z"
+    store.update_mirrored_tasks(1, [])  # nothing changed: the watermark stays
+    assert store.tasks_listed_since(1) == "2026-12-01T10:00:50.000000Z"
+    store.replace_mirrored_tasks(1, listed[:1])  # a full listing drops what LS no longer lists
+    assert [task["id"] for task in store.mirrored_tasks(1)] == [1]
+    assert store.mirrored_tasks(2) == []

@@ -6,7 +6,8 @@ progress), ``models`` (one row per pushed model version with its report), ``rank
 ranking of each project with per-task provenance), ``annotations`` (annotation id -> task id per project,
 since LS's deletion webhook carries ids only), ``label_costs`` (predicted vs observed seconds),
 ``pending_pushes`` (a trained model whose push to LS failed, pushed by the next job without retraining)
-and ``media_failures`` (the items the last job could not use, and why).
+``media_failures`` (the items the last job could not use, and why) and ``task_mirror`` (the tasks as LS
+last listed them, so a fast job lists only what changed).
 
 The schema is versioned (``PRAGMA user_version``): opening a store runs the ordered ``MIGRATIONS`` it has
 not had yet, each in one transaction, so a ``MODEL_DIR`` written by an older release is upgraded in place
@@ -14,7 +15,8 @@ without losing rows, and one written by a newer release is refused with a clear 
 
 One ``Store`` object, built from one module per idea: ``database`` (connections, transactions, migrations),
 ``schema`` (the versions), ``job_queue`` (events and jobs), ``project_data`` (everything about a project's
-model and ranking); ``project_status`` here is the one read that spans both, for the status page.
+model and ranking), ``task_mirror`` (the listed tasks); ``project_status`` here is the one read that spans
+them, for the status page.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any
 from ls_backend.store.job_queue import ACTIVE_STATES, LANES, JobQueue
 from ls_backend.store.project_data import ProjectData
 from ls_backend.store.schema import MIGRATIONS, SCHEMA_1, SCHEMA_2, SCHEMA_3, SCHEMA_VERSION, StoreVersionError
+from ls_backend.store.task_mirror import TaskMirror
 
 __all__ = [
     "ACTIVE_STATES", "LANES", "MIGRATIONS", "SCHEMA_1", "SCHEMA_2", "SCHEMA_3", "SCHEMA_VERSION", "Store",
@@ -31,7 +34,7 @@ __all__ = [
 ]
 
 
-class Store(JobQueue, ProjectData):
+class Store(JobQueue, ProjectData, TaskMirror):
     def project_status(self, project_id: int) -> dict[str, Any]:
         """Everything a status page shows for one project, in one dict."""
         project = self.project(project_id) or {}

@@ -170,6 +170,9 @@ class JobQueue(Database):
             "cache_hits",
             "cache_misses",
             "n_pushed",
+            "list_seconds",
+            "n_listed",
+            "media_seconds",
         }
         unknown = set(fields) - allowed
         if unknown:

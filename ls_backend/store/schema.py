@@ -140,7 +140,8 @@ SCHEMA_3 = ("ALTER TABLE rankings ADD COLUMN top_candidates TEXT",)
 
 # Schema 4: two-speed retraining. A model says which path made it ("full": the backbone trained; "fast": the
 # head refitted on cached embeddings) and its backbone; a job, its lane (full retrains run in their own, in
-# the background), its path, latency and embedding-cache use.
+# the background), its path, latency and embedding-cache use; the tasks as LS last listed them (task_mirror),
+# so a fast job lists only what changed.
 SCHEMA_4 = (
     "ALTER TABLE jobs ADD COLUMN lane TEXT NOT NULL DEFAULT 'fast'",
     "ALTER TABLE models ADD COLUMN path TEXT",
@@ -150,6 +151,19 @@ SCHEMA_4 = (
     "ALTER TABLE jobs ADD COLUMN cache_hits INTEGER",
     "ALTER TABLE jobs ADD COLUMN cache_misses INTEGER",
     "ALTER TABLE jobs ADD COLUMN n_pushed INTEGER",
+    "ALTER TABLE jobs ADD COLUMN list_seconds REAL",
+    "ALTER TABLE jobs ADD COLUMN n_listed INTEGER",
+    "ALTER TABLE jobs ADD COLUMN media_seconds REAL",
+    """
+    CREATE TABLE task_mirror (
+        project_id INTEGER NOT NULL,
+        task_id INTEGER NOT NULL,
+        task TEXT NOT NULL,
+        updated_at TEXT,
+        PRIMARY KEY (project_id, task_id)
+    )
+    """,
+    "ALTER TABLE projects ADD COLUMN tasks_listed_until TEXT",
 )
 
 MIGRATIONS: tuple[tuple[int, str | tuple[str, ...]], ...] = (
