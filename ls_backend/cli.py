@@ -223,9 +223,10 @@ def run_worker(settings: Settings, burst: bool = False, lane: str = "both") -> i
 
     if settings.job_niceness > 0:
         os.nice(settings.job_niceness)
-    from ls_backend.runners import rq_queue_name
+    from ls_backend.runners import lane_threads, limit_resources, rq_queue_name
     from ls_backend.store import LANES
 
+    limit_resources(0, settings.job_threads or lane_threads("fast" if lane == "fast" else "full"))
     connection = Redis.from_url(settings.redis_url)
     lanes = LANES if lane == "both" else (lane,)
     queues = [Queue(rq_queue_name(settings, name), connection=connection) for name in lanes]

@@ -58,7 +58,7 @@ from ls_backend.labelstudio import (
     LabelStudioUnavailable,
 )
 from ls_backend.logs import log_context
-from ls_backend.media import MediaFetcher
+from ls_backend.media import MediaError, MediaFetcher, check_image
 from ls_backend.settings import PRIORITY_VIEW_TITLE, Settings
 from ls_backend.store import Store
 from ls_backend.task_adapter import fetch_images, prediction, ranking_rows, split_tasks, training_inputs
@@ -167,18 +167,22 @@ class RetrainAndRank:
         logger.info("project %s: %s path (%s)", self.project_id, path, why)
         if path == "full" and self.lane == "full":
             self.follow_up = ("fast", "new backbone")  # the labels that came in meanwhile, on the new backbone
-        self.stage("fetching media", 0.1, n_labels=len(labeled), n_pool=len(pool), path=path,
+        self.stage("fetching media", 0.1, n_labels=len(labeled), n_pool=len(pool), path=path, path_reason=why,
                    list_seconds=list_seconds)
         check_trainable(labeled, pool)
         started = time.perf_counter()
-        labeled, pool, failed = self.fetch_media(ls, interface, labeled, pool)
+        labeled, pool, failed = self.fetch_media(ls, interface, labeled, pool, verify_cached=base is None)
         self.stage("training", 0.3, n_labels=len(labeled), n_pool=len(pool), n_media_failed=failed,
                    media_seconds=time.perf_counter() - started)
         check_trainable(labeled, pool)
         if base is not None:
-            engine, ranking, hits, misses, train_seconds, rank_seconds = self.fast_path(base, labeled, pool)
+            engine, ranking, labeled, pool, hits, misses, train_seconds, rank_seconds = self.fast_path(
+                base, labeled, pool
+            )
         else:
-            engine, ranking, hits, misses, train_seconds, rank_seconds = self.full_path(interface, labeled, pool)
+            engine, ranking, labeled, pool, hits, misses, train_seconds, rank_seconds = self.full_path(
+                interface, labeled, pool
+            )
         self.stage("ranking", 0.7, train_seconds=train_seconds, rank_seconds=rank_seconds, cache_hits=hits,
                    cache_misses=misses)
 
@@ -268,13 +272,14 @@ class RetrainAndRank:
         return None
 
     def full_retrain_due(self, n_labels: int, base: dict[str, Any]) -> str | None:
-        """Why the backbone should be trained again (START_TRAINING, the labels' growth), or None."""
+        """Why the backbone should be trained again (START_TRAINING, the labels' growth since the backbone
+        was trained, unless a full retrain is queued or running already), or None."""
         if "START_TRAINING" in self.store.covered_actions(self.job_id) or self.trigger == "START_TRAINING":
             return "START_TRAINING"
         growth = self.settings.engine_config().tuning.growth_factor
-        if n_labels >= growth * max(1, base["n_labels"] or 0):
+        if n_labels >= growth * max(1, base["n_labels"] or 0) and not self.store.active_jobs(self.project_id, "full"):
             return f"{n_labels} labels, {growth}x the backbone's {base['n_labels']}"
-        return None
+        return None  # not grown enough, or a full retrain is under way already (it trains on the newest labels)
 
     def full_path(self, interface: LabelingInterface, labeled: list[dict], pool: list[dict]) -> tuple:
         """Train the backbone (tuning it when due), embed every item into the new backbone's cache, rank."""
@@ -289,42 +294,59 @@ class RetrainAndRank:
         engine.report["engine_config"] = config_fingerprint(engine.config)
         train_seconds = time.perf_counter() - started
         started = time.perf_counter()
-        vectors, hits, misses = self.cached_vectors(engine, [*labeled, *pool])
+        vectors, hits, misses, _ = self.cached_vectors(engine, [*labeled, *pool])
         if engine.config.search.searchnet_input == "image":
             ranking = engine.rank([task["path"] for task in pool])
         else:
             ranking = engine.rank_vectors(vectors[len(labeled):])
-        return engine, ranking, hits, misses, train_seconds, time.perf_counter() - started
+        return engine, ranking, labeled, pool, hits, misses, train_seconds, time.perf_counter() - started
 
     def fast_path(self, base: dict[str, Any], labeled: list[dict], pool: list[dict]) -> tuple:
-        """Refit the head of ``base``'s backbone on the cached embeddings of the labeled items, rank the pool."""
+        """Refit the head of ``base``'s backbone on the cached embeddings of the labeled items, rank the pool.
+        Media were not decoded again; an item that misses the cache is, and is left out when it does not."""
         from autoal_engine.engine import Engine
 
         started = time.perf_counter()
         engine = Engine.load(base["checkpoint"])
-        vectors, hits, misses = self.cached_vectors(engine, [*labeled, *pool])
+        vectors, hits, misses, unusable = self.cached_vectors(engine, [*labeled, *pool], verify=True)
+        if unusable:
+            self.record_media_failures(labeled, pool, unusable)
+            keep = [i for i, task in enumerate([*labeled, *pool]) if task["id"] not in unusable]
+            vectors = vectors[keep]
+            labeled = [task for task in labeled if task["id"] not in unusable]
+            pool = [task for task in pool if task["id"] not in unusable]
+            check_trainable(labeled, pool)
         _, labels, seconds = training_inputs(labeled)
         engine.refit(vectors[:len(labeled)], labels, seconds, pool_size=len(pool))
         engine.report["engine_config"] = base["report"].get("engine_config")
         train_seconds = time.perf_counter() - started
         started = time.perf_counter()
         ranking = engine.rank_vectors(vectors[len(labeled):])
-        return engine, ranking, hits, misses, train_seconds, time.perf_counter() - started
+        return engine, ranking, labeled, pool, hits, misses, train_seconds, time.perf_counter() - started
 
-    def cached_vectors(self, engine: Any, tasks: list[dict]) -> tuple[Any, int, int]:
-        """(each task's cached vector under the engine's backbone, hits, misses): only misses are embedded."""
+    def cached_vectors(self, engine: Any, tasks: list[dict], verify: bool = False) -> tuple[Any, int, int, dict]:
+        """(each task's cached vector under the engine's backbone, hits, misses, task id -> why its media is
+        unusable): only misses are embedded, after a decode check when ``verify`` (their rows stay NaN)."""
         from autoal_engine.embedding_cache import EmbeddingCache
 
         keys = [media_key(task["path"]) for task in tasks]
         directory = self.settings.embedding_dir(self.project_id, engine.backbone_version)
+        unusable: dict[int, str] = {}
         with EmbeddingCache(directory, engine.model.head.in_features + 1) as cache:
             vectors, found = cache.get(keys)
             missing = [i for i in range(len(tasks)) if not found[i]]
+            if verify:
+                for i in missing:
+                    try:
+                        check_image(Path(tasks[i]["path"]))
+                    except MediaError as error:
+                        unusable[tasks[i]["id"]] = str(error)
+                missing = [i for i in missing if tasks[i]["id"] not in unusable]
             if missing:
                 fresh = engine.vectors([tasks[i]["path"] for i in missing])
                 cache.put([keys[i] for i in missing], fresh)
                 vectors[missing] = fresh
-        return vectors, len(tasks) - len(missing), len(missing)
+        return vectors, len(tasks) - len(missing) - len(unusable), len(missing), unusable
 
     def tuning_state(self) -> Any:
         """The current model's tuning state (its incumbent configuration), handed to the next fit."""
@@ -334,21 +356,34 @@ class RetrainAndRank:
         return TuningState.from_dict((current.get("report") or {}).get("tuning_state"))
 
     def fetch_media(
-        self, ls: LabelStudioClient, interface: LabelingInterface, labeled: list[dict], pool: list[dict]
+        self, ls: LabelStudioClient, interface: LabelingInterface, labeled: list[dict], pool: list[dict],
+        verify_cached: bool = True,
     ) -> tuple[list[dict], list[dict], int]:
-        """(labeled, pool) with each task's local image "path", leaving out and recording unusable items."""
+        """(labeled, pool) with each task's local image "path", leaving out and recording unusable items.
+        ``verify_cached=False`` trusts cached files (the fast path verifies the ones it embeds)."""
         fetcher = MediaFetcher.for_settings(self.settings, ls)
         try:
-            usable, reasons = fetch_images(fetcher, interface, [*labeled, *pool])
+            usable, reasons = fetch_images(fetcher, interface, [*labeled, *pool], verify_cached=verify_cached)
         finally:
             fetcher.close()
+        self.record_media_failures(labeled, pool, reasons)
+        labeled_ids = {task["id"] for task in labeled}
+        return (
+            [task for task in usable if task["id"] in labeled_ids],
+            [task for task in usable if task["id"] not in labeled_ids],
+            len(reasons),
+        )
+
+    def record_media_failures(self, labeled: list[dict], pool: list[dict], reasons: dict[int, str]) -> None:
+        """Add the items whose media cannot be used (task id -> why) to this job's record of them."""
         failures = [
             {"task_id": task["id"], "kind": kind, "reason": reasons[task["id"]]}
             for kind, tasks in (("labeled", labeled), ("pool", pool))
             for task in tasks
             if task["id"] in reasons
         ]
-        self.store.record_media_failures(self.project_id, self.job_id, failures)
+        self.media_failures = [*getattr(self, "media_failures", []), *failures]
+        self.store.record_media_failures(self.project_id, self.job_id, self.media_failures)
         if failures:
             logger.warning(
                 "project %s: %s items left out (media unusable), e.g. task %s: %s",
@@ -357,12 +392,6 @@ class RetrainAndRank:
                 failures[0]["task_id"],
                 failures[0]["reason"],
             )
-        labeled_ids = {task["id"] for task in labeled}
-        return (
-            [task for task in usable if task["id"] in labeled_ids],
-            [task for task in usable if task["id"] not in labeled_ids],
-            len(failures),
-        )
 
     def push_pending(
         self, ls: LabelStudioClient, interface: LabelingInterface, pending: dict[str, Any], pool_ids: set[int]

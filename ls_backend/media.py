@@ -156,15 +156,20 @@ class MediaFetcher:
     def close(self) -> None:
         self.http.close()
 
-    def fetch_all(self, references: Mapping[int, str]) -> FetchResult:
-        """The local image file of each task whose media could be used, and why the others' could not."""
+    def fetch_all(self, references: Mapping[int, str], verify_cached: bool = True) -> FetchResult:
+        """The local image file of each task whose media could be used, and why the others' could not.
+
+        Downloads are always verified (they decode fully and are large enough). ``verify_cached=False``
+        trusts files already in the cache (the fast path, which verifies only the files it embeds:
+        `check_image`); by default a cached file is decoded again, since older versions cached files
+        unverified."""
 
         def fetch(item: tuple[int, str]) -> tuple[int, Path | str]:
             task_id, reference = item
             if not isinstance(reference, str) or not reference.strip():
                 return task_id, "task has no image reference"
             try:
-                return task_id, self.fetch(reference)
+                return task_id, self.fetch(reference, verify_cached)
             except MediaError as error:
                 logger.warning("task %s: media skipped: %s", task_id, error)
                 return task_id, str(error)
@@ -178,12 +183,13 @@ class MediaFetcher:
                     result.failures[task_id] = outcome
         return result
 
-    def fetch(self, reference: str) -> Path:
+    def fetch(self, reference: str, verify_cached: bool = True) -> Path:
         """The cached file of one media reference, downloading it when it is not cached yet."""
         url, _ = self.resolve(reference)
         cached = self._cache_path(url)
         if cached.exists():
-            self._check_cached(cached)
+            if verify_cached:
+                self._check_cached(cached)
             return cached
         self._download(url, cached)
         return cached
@@ -230,7 +236,7 @@ class MediaFetcher:
     def _check_cached(self, path: Path) -> None:
         """Drop a cached file that does not decode (an older version cached files it only verified)."""
         try:
-            _check_image(path)
+            check_image(path)
         except MediaError as error:
             path.unlink(missing_ok=True)
             raise MediaError(f"cached file {path.name[:16]} was unusable and was removed: {error}") from None
@@ -280,7 +286,7 @@ class MediaFetcher:
                     if size > self.max_bytes:
                         raise MediaError(f"media larger than {self.max_bytes} bytes")
                     file.write(chunk)
-            _check_image(Path(temporary))
+            check_image(Path(temporary))
             os.replace(temporary, destination)
         finally:
             if os.path.exists(temporary):
@@ -352,7 +358,7 @@ def _check_ls_media_path(reference: str, path: str, query: str) -> None:
     )
 
 
-def _check_image(path: Path) -> None:
+def check_image(path: Path) -> None:
     """MediaError unless the file decodes fully, as the engine will decode it, and is at least MIN_SIDE px."""
     from autoal_engine.data import MIN_SIDE  # here, not at the top: it imports torch
 

@@ -23,6 +23,7 @@ import multiprocessing
 import os
 import queue
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -116,6 +117,14 @@ def retry_job(store: Store, runner: Runner, settings: Settings, project_id: int)
 FULL_LANE_EXTRA_NICENESS = 5  # the full lane's job process yields to the fast lane's
 
 
+def lane_threads(lane: str) -> int:
+    """Threads of a lane's job process when AUTOAL_JOB_THREADS is unset: 1 for the fast lane (its matrix
+    products are small), the other cores for the full lane; with the web process beside them the machine
+    is never oversubscribed (torch's default, a thread per core in each process, slowed a fit ten-fold
+    while another CPU-bound process ran)."""
+    return 1 if lane == "fast" else max(1, (os.cpu_count() or 2) - 1)
+
+
 class Lane:
     """One lane of the thread runner: a queue of job ids, the thread that drains it, its `JobProcess`."""
 
@@ -142,13 +151,15 @@ class ThreadRunner:
         threads: int | None = None,
         job_function: JobFunction = run_job,
     ) -> None:
-        """`niceness` and `threads` go to the fast lane's `JobProcess` (the full lane's is niceness + 5, at
-        most 19); `job_function` (a module-level function) runs there."""
+        """`niceness` goes to the fast lane's `JobProcess` (the full lane's is niceness + 5, at most 19),
+        `threads` to both (default: `lane_threads`); `job_function` (a module-level function) runs there."""
         self.settings = settings
         self.store = store
         niceness = settings.job_niceness if niceness is None else niceness
+        threads = settings.job_threads if threads is None else threads
         self.lanes = {
-            lane: Lane(lane, JobProcess(settings, store.path, threads=threads, job_function=job_function,
+            lane: Lane(lane, JobProcess(settings, store.path, threads=threads or lane_threads(lane),
+                                        job_function=job_function,
                                         niceness=niceness if lane == "fast" else
                                         min(19, niceness + FULL_LANE_EXTRA_NICENESS)))
             for lane in LANES
@@ -415,7 +426,7 @@ def _job_process_main(
         with send_lock:
             connection.send(message)
 
-    _limit_resources(niceness, threads)
+    limit_resources(niceness, threads)
     _forward_logs(send, log_levels)
     _exit_with_parent(parent_pid)
     store = Store(database_path)
@@ -437,20 +448,23 @@ def _job_process_main(
         send(("outcome", outcome))
 
 
-def _limit_resources(niceness: int, threads: int | None) -> None:
-    """Lower this process's CPU priority and, when `threads` is set, its torch/OpenMP/BLAS thread pools."""
+def limit_resources(niceness: int, threads: int | None) -> None:
+    """Lower this process's CPU priority and, when `threads` is set, its torch/OpenMP/BLAS thread pools:
+    through the environment for libraries loaded later (torch reads OMP_NUM_THREADS when it loads), and
+    directly for those loaded already (not importing torch here: the child starts in a moment)."""
     if niceness > 0:
         os.nice(niceness)
     if threads:
         for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-            os.environ[name] = str(threads)  # for libraries loaded from now on
-        from threadpoolctl import threadpool_limits
+            os.environ[name] = str(threads)
+        if "numpy" in sys.modules:
+            from threadpoolctl import threadpool_limits
 
-        threadpool_limits(limits=threads)  # numpy's BLAS, loaded already
-        import torch
-
-        torch.set_num_threads(threads)
-        torch.set_num_interop_threads(threads)
+            threadpool_limits(limits=threads)
+        if "torch" in sys.modules:
+            torch = sys.modules["torch"]
+            torch.set_num_threads(threads)
+            torch.set_num_interop_threads(threads)
 
 
 class _PipeLogHandler(logging.Handler):

@@ -48,7 +48,7 @@ class Settings:
     job_retry_delay: float = 30.0  # AUTOAL_JOB_RETRY_DELAY: first re-run delay in seconds (doubles)
     job_timeout: int = 3600  # AUTOAL_JOB_TIMEOUT: RQ job timeout, and age after which "running" is stale
     job_niceness: int = 10  # AUTOAL_JOB_NICENESS: nice increment of the job process and `autoal worker`
-    job_threads: int | None = None  # AUTOAL_JOB_THREADS: torch/OpenMP/BLAS threads of a job; 0 or unset: torch's
+    job_threads: int | None = None  # AUTOAL_JOB_THREADS: threads of a job; unset: lane_threads
     request_timeout: int = 15  # AUTOAL_REQUEST_TIMEOUT: seconds to receive a whole request; also the idle timeout
     page_size: int = 500  # AUTOAL_PAGE_SIZE: tasks per page when listing a project
     import_batch: int = 1000  # AUTOAL_IMPORT_BATCH: predictions per bulk import request

@@ -39,10 +39,11 @@ def split_tasks(
 
 
 def fetch_images(
-    fetcher: MediaFetcher, interface: LabelingInterface, tasks: list[dict[str, Any]]
+    fetcher: MediaFetcher, interface: LabelingInterface, tasks: list[dict[str, Any]], verify_cached: bool = True
 ) -> tuple[list[dict[str, Any]], dict[int, str]]:
-    """(the tasks whose image could be used, each with its local "path"; task id -> why the others failed)."""
-    fetched = fetcher.fetch_all({task["id"]: interface.image_url(task) or "" for task in tasks})
+    """(the tasks whose image could be used, each with its local "path"; task id -> why the others failed).
+    ``verify_cached``: decode files cached before again (`MediaFetcher.fetch_all`)."""
+    fetched = fetcher.fetch_all({task["id"]: interface.image_url(task) or "" for task in tasks}, verify_cached)
     usable = [{**task, "path": str(fetched.paths[task["id"]])} for task in tasks if task["id"] in fetched.paths]
     return usable, fetched.failures
 

@@ -25,11 +25,15 @@ from ls_backend.store import Store
 
 
 def record_process(settings: Settings, store: Store, job_id: int) -> JobOutcome:
-    """A job that writes down which process ran it, at what priority, and logs a line with its ids."""
+    """A job that writes down which process ran it, at what priority and torch threads, and logs a line."""
+    import torch
+
     job = store.start_job(job_id)
     with log_context(project=job["project_id"], job=job_id):
         logging.getLogger("ls_backend.jobs").info("recorded in %s", os.getpid())
-    Path(settings.model_dir, f"job-{job_id}.json").write_text(json.dumps({"pid": os.getpid(), "nice": os.nice(0)}))
+    Path(settings.model_dir, f"job-{job_id}.json").write_text(
+        json.dumps({"pid": os.getpid(), "nice": os.nice(0), "threads": torch.get_num_threads()})
+    )
     store.finish_job(job_id, "done")
     return JobOutcome("done", "recorded")
 
@@ -105,6 +109,7 @@ def test_jobs_run_in_one_long_lived_child_process_at_a_lower_priority(settings, 
     assert recorded(settings, first)["pid"] != os.getpid()
     assert recorded(settings, first)["pid"] == recorded(settings, second)["pid"] == child  # one process for both
     assert recorded(settings, first)["nice"] == min(19, os.nice(0) + 5)
+    assert recorded(settings, first)["threads"] == 1  # the fast lane's default: one torch thread
     # the child's log lines reach this process's logging, with the job's context
     lines = [r for r in caplog.records if r.getMessage() == f"recorded in {child}"]
     assert len(lines) == 2 and {(r.project, r.job) for r in lines} == {(1, first), (2, second)}
@@ -143,6 +148,9 @@ def test_the_job_process_takes_its_priority_and_threads_from_the_settings(tmp_pa
     jobs = ThreadRunner(settings, store, niceness=0, threads=1).jobs
     assert (jobs.niceness, jobs.threads) == (0, 1)
     assert jobs.pid is None  # nothing started before the first job
+    lanes = ThreadRunner(Settings(model_dir=tmp_path), store).lanes  # unset: a thread for the fast lane, the
+    assert lanes["fast"].jobs.threads == 1  # other cores for the full lane (never oversubscribed)
+    assert lanes["full"].jobs.threads == max(1, os.cpu_count() - 1) and lanes["full"].jobs.niceness == 15
 
 
 @pytest.mark.parametrize(

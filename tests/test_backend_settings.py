@@ -25,7 +25,7 @@ def test_defaults_without_environment():
 def test_job_process_and_server_limits():
     settings = Settings.from_env({"AUTOAL_JOB_NICENESS": "0", "AUTOAL_JOB_THREADS": "2", "AUTOAL_REQUEST_TIMEOUT": "7"})
     assert (settings.job_niceness, settings.job_threads, settings.request_timeout) == (0, 2, 7)
-    assert Settings.from_env({"AUTOAL_JOB_THREADS": "0"}).job_threads is None  # 0: torch's default
+    assert Settings.from_env({"AUTOAL_JOB_THREADS": "0"}).job_threads is None  # 0: the lanes' defaults
 
 
 def test_job_retry_policy_doubles_the_first_delay_without_a_cap():

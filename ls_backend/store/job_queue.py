@@ -106,6 +106,15 @@ class JobQueue(Database):
             )
             return int(cursor.lastrowid), True
 
+    def active_jobs(self, project_id: int, lane: str) -> list[int]:
+        """Ids of the project's queued or running jobs in ``lane``."""
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT id FROM jobs WHERE project_id=? AND lane=? AND status IN ('queued','running') ORDER BY id",
+                (project_id, lane),
+            ).fetchall()
+        return [row[0] for row in rows]
+
     def versions_in_flight(self, project_id: int) -> set[str]:
         """Model versions reserved by running jobs (their predictions may be on their way into LS)."""
         with self._read() as db:
@@ -166,6 +175,7 @@ class JobQueue(Database):
             "push_seconds",
             "model_version",
             "path",
+            "path_reason",
             "latency_seconds",
             "cache_hits",
             "cache_misses",

@@ -151,6 +151,7 @@ SCHEMA_4 = (
     "ALTER TABLE jobs ADD COLUMN cache_hits INTEGER",
     "ALTER TABLE jobs ADD COLUMN cache_misses INTEGER",
     "ALTER TABLE jobs ADD COLUMN n_pushed INTEGER",
+    "ALTER TABLE jobs ADD COLUMN path_reason TEXT",
     "ALTER TABLE jobs ADD COLUMN list_seconds REAL",
     "ALTER TABLE jobs ADD COLUMN n_listed INTEGER",
     "ALTER TABLE jobs ADD COLUMN media_seconds REAL",
