@@ -221,8 +221,11 @@ def run_worker(settings: Settings, burst: bool = False, lane: str = "both") -> i
     from redis import Redis
     from rq import Queue, Worker
 
-    if settings.job_niceness > 0:
-        os.nice(settings.job_niceness)
+    from ls_backend.runners import FULL_LANE_EXTRA_NICENESS
+
+    niceness = settings.job_niceness + (FULL_LANE_EXTRA_NICENESS if lane == "full" and settings.job_niceness else 0)
+    if niceness > 0:
+        os.nice(min(19, niceness))
     from ls_backend.runners import lane_threads, limit_resources, rq_queue_name
     from ls_backend.store import LANES
 
