@@ -262,7 +262,7 @@ class RetrainAndRank:
             return "an image SearchNet reads the images (search.searchnet_input)"
         if list(base["classes"] or []) != list(interface.classes):
             return "the label config's classes changed"
-        if (base["report"] or {}).get("engine_config") != config_fingerprint(self.settings.engine_config()):
+        if (base["report"] or {}).get("engine_config") != config_fingerprint(self.settings):
             return "the engine configuration changed"
         backbone = base.get("backbone_version")
         if not backbone or not self.settings.embedding_dir(self.project_id, backbone).is_dir():
@@ -291,7 +291,7 @@ class RetrainAndRank:
         tune = "START_TRAINING" in self.store.covered_actions(self.job_id) or self.trigger == "START_TRAINING"
         engine.fit(paths, labels, seconds, classes=list(interface.classes), pool_size=len(pool),
                    tuning_state=self.tuning_state(), tune=tune)
-        engine.report["engine_config"] = config_fingerprint(engine.config)
+        engine.report["engine_config"] = config_fingerprint(self.settings)
         train_seconds = time.perf_counter() - started
         started = time.perf_counter()
         vectors, hits, misses, _ = self.cached_vectors(engine, [*labeled, *pool])
@@ -488,11 +488,12 @@ def media_key(path: str) -> bytes:
         return hashlib.file_digest(handle, "sha256").digest()
 
 
-def config_fingerprint(config: Any) -> str:
-    """The engine configuration a backbone was trained under, without the device it ran on."""
-    values = config.to_dict()
-    values.get("model", {}).pop("device", None)
-    return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:16]
+def config_fingerprint(settings: Settings) -> str:
+    """What the operator configured for the engine (AUTOAL_ENGINE_CONFIG): a backbone trained under other
+    overrides is not refitted. Not the resolved config: a GPU worker's defaults differ from a CPU one's,
+    and a backbone a GPU worker trained is refitted on a CPU worker."""
+    overrides = json.dumps(settings.engine_overrides, sort_keys=True, default=str)
+    return hashlib.sha256(overrides.encode()).hexdigest()[:16]
 
 
 def labels_digest(labeled: list[dict[str, Any]], interface: LabelingInterface) -> str:

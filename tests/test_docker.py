@@ -188,12 +188,12 @@ def test_compose_spec_rejects_a_broken_file():
     assert len(list(compose_validator().iter_errors(compose))) >= 2
 
 
-def test_gpu_block_requests_nvidia_gpus_for_the_worker_only():
-    assert "deploy" not in load_compose()["services"]["autoal-worker"]
+def test_gpu_block_requests_nvidia_gpus_for_the_full_retrain_worker_only():
+    assert "deploy" not in load_compose()["services"]["autoal-worker-full"]
     services = load_compose(gpu=True)["services"]
-    (device,) = services["autoal-worker"]["deploy"]["resources"]["reservations"]["devices"]
+    (device,) = services["autoal-worker-full"]["deploy"]["resources"]["reservations"]["devices"]
     assert device == {"driver": "nvidia", "count": "all", "capabilities": ["gpu"]}
-    assert all("deploy" not in svc for name, svc in services.items() if name != "autoal-worker")
+    assert all("deploy" not in svc for name, svc in services.items() if name != "autoal-worker-full")
 
 
 # ------------------------------------------------------------------------- commands, paths, settings
