@@ -113,9 +113,9 @@ def first_tasks(ls, project_id: int, count: int) -> list[dict[str, Any]]:
 
 
 def job_row(job: dict[str, Any]) -> dict[str, Any]:
-    fields = ("id", "lane", "path", "trigger", "n_labels", "n_pool", "n_pushed", "cache_hits", "cache_misses",
-              "n_listed", "list_seconds", "media_seconds", "train_seconds", "rank_seconds", "push_seconds",
-              "latency_seconds")
+    fields = ("id", "lane", "path", "path_reason", "trigger", "n_labels", "n_pool", "n_pushed", "cache_hits",
+              "cache_misses", "n_listed", "list_seconds", "media_seconds", "train_seconds", "rank_seconds",
+              "push_seconds", "latency_seconds")
     row = {key: (round(job[key], 2) if isinstance(job[key], float) else job[key]) for key in fields}
     row["job_seconds"] = round((job["finished_at"] or time.time()) - job["started_at"], 2)
     return row
