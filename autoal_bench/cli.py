@@ -85,6 +85,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--tuning", choices=("on", "off"),
                         help="tune the task model from the labels (tuning.enabled) in every engine run; runs with "
                              "it on are named <strategy>+tuned (default: the engine configuration's setting)")
+    parser.add_argument("--fast-path", action="store_true",
+                        help="replay the backend's two speeds: a full fit when the labels grew by the growth factor, "
+                             "else the head refitted on cached embeddings; runs are named <strategy>+fast")
     parser.add_argument("--shallow", action="store_true",
                         help="add the model floor: random picks scored by PCA-50 + logistic regression")
     parser.add_argument("--resume", action="store_true",
@@ -156,7 +159,7 @@ def build_selectors(args: argparse.Namespace, config: EngineConfig) -> list[Any]
     if len(set(names)) != len(names) or len(set(peers)) != len(peers):
         raise ValueError("--strategies / --peers list a name twice")
     tuning = None if args.tuning is None else args.tuning == "on"
-    selectors = [with_tuning(engine_selector(n), tuning, config) for n in names]
+    selectors = [with_tuning(engine_selector(n), tuning, config, args.fast_path) for n in names]
     if args.shallow:
         selectors.append(ShallowSelector())
     return selectors + [peer_selector(p) for p in peers]

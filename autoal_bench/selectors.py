@@ -59,7 +59,10 @@ class EngineSelector:
         """Stateless between rounds: every round retrains and re-ranks."""
 
     def select(self, state: RoundState) -> tuple[np.ndarray, dict[str, Any]]:
-        ranking = state.engine.rank(state.pool_inputs[state.unlabeled])
+        if state.pool_vectors is not None:  # the fast path: rank the cached vectors
+            ranking = state.engine.rank_vectors(state.pool_vectors[state.unlabeled])
+        else:
+            ranking = state.engine.rank(state.pool_inputs[state.unlabeled])
         picks = state.unlabeled[ranking.order[: state.batch_size]]
         extra: dict[str, Any] = {}
         if state.engine.config.search.enabled:  # learned weights: record them (equal ones say nothing)
@@ -105,15 +108,18 @@ def engine_selector(name: str) -> EngineSelector:
 
 
 TUNED_SUFFIX = "+tuned"
+FAST_SUFFIX = "+fast"
 
 
 class Tuning:
-    """A selector with ``tuning.enabled`` set; named ``<name>+tuned`` when the tuning is on."""
+    """A selector with ``tuning.enabled`` set; named ``<name>+tuned`` when the tuning is on. With
+    ``fast_path`` the replay runs the backend's two speeds (simulate.TwoSpeed); named ``...+fast``."""
 
-    def __init__(self, inner: Any, enabled: bool) -> None:
+    def __init__(self, inner: Any, enabled: bool, fast_path: bool = False) -> None:
         self.inner = inner
         self.enabled = enabled
-        self.name = inner.name + (TUNED_SUFFIX if enabled else "")
+        self.fast_path = fast_path
+        self.name = inner.name + (TUNED_SUFFIX if enabled else "") + (FAST_SUFFIX if fast_path else "")
         self.uses_costs = inner.uses_costs
 
     def engine_config(self, base: EngineConfig) -> EngineConfig:
@@ -128,9 +134,10 @@ class Tuning:
         return self.inner.select(state)
 
 
-def with_tuning(selector: Any, tuning: bool | None, base: EngineConfig) -> Any:
-    """``selector`` under ``--tuning`` (None: the base configuration's ``tuning.enabled``)."""
+def with_tuning(selector: Any, tuning: bool | None, base: EngineConfig, fast_path: bool = False) -> Any:
+    """``selector`` under ``--tuning`` (None: the base configuration's ``tuning.enabled``) and
+    ``--fast-path``."""
     enabled = base.tuning.enabled if tuning is None else tuning
     if getattr(selector, "name", "") == "shallow" or not hasattr(selector, "engine_config"):
         return selector  # the shallow floor has no task model to tune; peers use their own models
-    return Tuning(selector, enabled)
+    return Tuning(selector, enabled, fast_path)

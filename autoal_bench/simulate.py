@@ -9,6 +9,7 @@ cost. The test set is never queried. A run stops when ``budget`` labels (initial
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import logging
 import time
@@ -51,6 +52,7 @@ class RoundState:
     seed: int
     oracle_labels: np.ndarray
     costs: np.ndarray
+    pool_vectors: np.ndarray | None = None  # the fast path: every pool item's cached vector under the backbone
 
 
 class Selector(Protocol):
@@ -134,6 +136,7 @@ class RoundRecord:
     query_seconds: float  # choosing the batch: AutoAL's search during fit, ranking and selection
     tuning_seconds: float = 0.0  # the model tuning of this fit (0 when none ran)
     tuning: dict[str, Any] | None = None  # what the tuning did (tuning_summary), when one ran
+    path: str | None = None  # with --fast-path: "full" (the backbone trained) or "fast" (the head refitted)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -148,6 +151,8 @@ class RoundRecord:
         }
         if self.tuning is not None:
             record["tuning"] = self.tuning
+        if self.path is not None:
+            record["path"] = self.path
         record.update(self.extra)
         return record
 
@@ -177,18 +182,25 @@ def run_one(
     records: list[RoundRecord] = []
     round_index = 0
     tuning_state = TuningState()  # the incumbent model configuration, handed from round to round
+    two_speed = TwoSpeed(config.tuning.growth_factor) if getattr(selector, "fast_path", False) else None
     while True:
         config.seed = seed * 1000 + round_index
         chosen = np.asarray(labeled)
         start = time.perf_counter()
-        engine = Engine(config).fit(
-            pool_inputs[chosen],
-            pool_labels[chosen],
-            costs=pool_costs[chosen] if selector.uses_costs else None,
-            classes=classes,
-            pool_size=int((~is_labeled).sum()),
-            tuning_state=tuning_state,
-        )
+        costs_seen = pool_costs[chosen] if selector.uses_costs else None
+        if two_speed is not None and two_speed.refittable(len(chosen)):
+            engine = two_speed.refit(chosen, pool_labels[chosen], costs_seen, int((~is_labeled).sum()))
+        else:
+            engine = Engine(config).fit(
+                pool_inputs[chosen],
+                pool_labels[chosen],
+                costs=costs_seen,
+                classes=classes,
+                pool_size=int((~is_labeled).sum()),
+                tuning_state=tuning_state,
+            )
+            if two_speed is not None:
+                two_speed.new_backbone(engine, pool_inputs, len(chosen))
         fit_seconds = time.perf_counter() - start
         timings = engine.report.get("timings", {})
         search_seconds = 0.0
@@ -206,6 +218,8 @@ def run_one(
         record = RoundRecord(round_index, len(labeled), cost, accuracy,
                              fit_seconds - search_seconds - tuning_seconds, 0.0, tuning_seconds,
                              tuning_summary(engine.report))
+        if two_speed is not None:
+            record.path = engine.report.get("path")
         records.append(record)
         if on_round is not None:
             on_round()
@@ -222,6 +236,7 @@ def run_one(
             seed=seed,
             oracle_labels=pool_labels,
             costs=pool_costs,
+            pool_vectors=None if two_speed is None else two_speed.vectors,
         )
         start = time.perf_counter()
         picks, extra = selector.select(state)
@@ -232,6 +247,36 @@ def run_one(
         labeled.extend(int(i) for i in picks)
         round_index += 1
     return records
+
+
+class TwoSpeed:
+    """The backend's two speeds in the replay (ls_backend/jobs.py): a full fit when the labels have grown by
+    ``growth`` since the backbone was trained (and the first round), else `Engine.refit` of the head of that
+    full fit on the pool's cached vectors; selectors rank from the cached vectors too."""
+
+    def __init__(self, growth: float) -> None:
+        self.growth = growth
+        self.backbone_labels = 0
+        self.full: Engine | None = None
+        self.head_state: dict[str, Any] | None = None
+        self.report: dict[str, Any] = {}
+        self.vectors: np.ndarray | None = None
+
+    def refittable(self, n_labels: int) -> bool:
+        return self.full is not None and n_labels < self.growth * self.backbone_labels
+
+    def new_backbone(self, engine: Engine, pool_inputs: np.ndarray, n_labels: int) -> None:
+        self.full, self.backbone_labels = engine, n_labels
+        self.head_state = copy.deepcopy(engine.model.head.state_dict())
+        self.report = copy.deepcopy(engine.report)
+        self.vectors = engine.vectors(pool_inputs)
+
+    def refit(self, chosen: np.ndarray, labels: np.ndarray, costs: np.ndarray | None, pool_size: int) -> Engine:
+        """The full fit's engine with its head refitted from the full fit's head, as every backend job does."""
+        engine = self.full
+        engine.model.head.load_state_dict(self.head_state)
+        engine.report = copy.deepcopy(self.report)
+        return engine.refit(self.vectors[chosen], labels, costs, pool_size=pool_size)
 
 
 def tuning_summary(report: dict[str, Any]) -> dict[str, Any] | None:

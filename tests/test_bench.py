@@ -301,3 +301,23 @@ def test_autoal_paper_runs_the_released_codes_choices_on_the_base_task_model() -
     runs = run_dataset(dataset, item_costs(dataset, "constant"), [engine_selector("autoal_paper")],
                        ReplaySettings(init=20, batch=10, budget=30), base, seeds=[0])
     assert runs[0]["strategy"] == "autoal_paper" and runs[0]["autoal_settings"]["search"]["weighting"] == "logits"
+
+
+def test_fast_path_refits_between_full_fits_at_the_growth_factor_and_names_the_runs_fast() -> None:
+    from autoal_bench.selectors import with_tuning
+
+    base = tiny_config()
+    fast = with_tuning(engine_selector("autoal"), False, base, fast_path=True)
+    assert fast.name == "autoal+fast" and fast.fast_path
+    dataset = load_digits_dataset()
+    replay = ReplaySettings(init=20, batch=5, budget=40)
+    runs = run_dataset(dataset, item_costs(dataset, "constant"), [fast, engine_selector("autoal")], replay, base,
+                       seeds=[0])
+    two_speed, slow = runs
+    labels = [r["labels"] for r in two_speed["rounds"]]
+    assert labels == [r["labels"] for r in slow["rounds"]] == [20, 25, 30, 35, 40]
+    # full at 20, refits at 25 (< 1.5 x 20), full at 30, refits at 35 and 40 (< 45)
+    assert [r["path"] for r in two_speed["rounds"]] == ["full", "fast", "full", "fast", "fast"]
+    assert "path" not in slow["rounds"][0]
+    assert all(0.0 <= r["accuracy"] <= 1.0 for r in two_speed["rounds"])
+    assert two_speed["rounds"][0]["accuracy"] == slow["rounds"][0]["accuracy"]  # the same first full fit

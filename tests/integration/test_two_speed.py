@@ -97,8 +97,8 @@ def test_a_label_in_queue_order_takes_the_fast_path_and_embeds_nothing_again(set
         assert job["path"] == "fast"
         assert job["cache_misses"] == 0 and job["cache_hits"] == job["n_labels"] + job["n_pool"]
         assert job["n_labels"] == FIRST_LABELS + label and job["n_pushed"] == PUSH_TOP
-    # only what changed lately: not the 200 tasks (LS touched every task when the first push set the project's
-    # sampling, and the first incremental listing after that relisted them all)
+    # only what changed lately: not the 200 tasks (the first incremental listing relisted them all: they were
+    # imported within the listing's 10 s overlap before the newest change the full listing had seen)
     assert job["n_listed"] < 40
     assert job["latency_seconds"] is not None and job["latency_seconds"] > 0
     model = store.current_model(project_id)
@@ -157,3 +157,48 @@ def test_start_training_again_trains_a_new_backbone_and_drops_the_old_cache(setu
     assert new["backbone_version"] != old["backbone_version"]
     cache_root = backend.model_dir / "projects" / str(project_id) / "embeddings"
     assert [path.name for path in cache_root.iterdir()] == [new["backbone_version"]]  # the old cache is gone
+
+
+def job_processes(backend) -> dict[int, int]:
+    """niceness -> pid of the backend's job processes (the full lane's runs 5 nicer than the fast lane's)."""
+    import subprocess as sp
+
+    lines = sp.run(["ps", "-o", "pid=,ni=", "--ppid", str(backend.process.pid)], capture_output=True, text=True,
+                   check=True).stdout.split("\n")
+    return {int(ni): int(pid) for pid, ni in (line.split() for line in lines if line.strip())}
+
+
+def test_a_crash_of_the_full_retrain_leaves_the_fast_path_on_the_previous_backbone(setup):
+    import os
+    import signal
+
+    ls, project_id, backend = setup["ls"], setup["project"], setup["backend"]
+    store = backend.store
+    wait_quiet(backend, project_id, "earlier jobs")
+    old = store.latest_full_model(project_id)
+    before = done_jobs(store, project_id)[-1]["id"]
+    assert ls.api("POST", f"/api/ml/{setup['ml_id']}/train").status_code == 200
+    full = wait_for(lambda: next((j for j in store.recent_jobs(project_id) if j["id"] > before and j["lane"] == "full"
+                                  and j["status"] == "running" and j["stage"] == "training"), None),
+                    300, "the full retrain to train")
+    processes = job_processes(backend)
+    os.kill(processes[max(processes)], signal.SIGKILL)  # the nicer one: the full lane's
+    failed = wait_for(lambda: (lambda j: j if j["status"] == "failed" else None)(store.job(full["id"])), 60,
+                      "the killed retrain to be marked failed")
+    assert "killed by SIGKILL" in failed["error"]
+    assert store.latest_full_model(project_id)["model_version"] == old["model_version"]
+
+    wait_quiet(backend, project_id, "the fast refit of the START_TRAINING")
+    last = done_jobs(store, project_id)[-1]["id"]
+    annotate(ls, ls.api("GET", f"/api/projects/{project_id}/next/").json())
+    job = backend.wait_for_job(project_id, after_job=last)
+    assert job["path"] == "fast" and job["cache_misses"] == 0  # served on the previous backbone
+    assert store.current_model(project_id)["backbone_version"] == old["backbone_version"]
+    assert ls.api("GET", f"/api/projects/{project_id}/next/").json()["id"] == store.ranking(project_id, 1)[0]["task_id"]
+
+    wait_quiet(backend, project_id, "the label's jobs")
+    last = done_jobs(store, project_id)[-1]["id"]
+    assert ls.api("POST", f"/api/ml/{setup['ml_id']}/train").status_code == 200  # the next full retrain completes
+    wait_for(lambda: [j for j in done_jobs(store, project_id) if j["id"] > last and j["lane"] == "full"], 300,
+             "the next full retrain")
+    assert store.latest_full_model(project_id)["backbone_version"] != old["backbone_version"]
