@@ -112,6 +112,34 @@ def first_tasks(ls, project_id: int, count: int) -> list[dict[str, Any]]:
     return [by_class[c][i] for i in range(per_class) for c in CLASSES][:count]
 
 
+LS_ERRORS: list[dict[str, Any]] = []  # answers of LS that were not a success, with when and what
+
+
+def ls_json(ls, method: str, path: str, **kwargs: Any) -> Any:
+    """LS's JSON answer, trying again (up to 10 times, 1 s apart) when it answers with an error, as an
+    annotator's browser would; each error is recorded in the results."""
+    for _ in range(10):
+        response = ls.api(method, path, **kwargs)
+        if response.is_success:
+            return response.json()
+        LS_ERRORS.append({"path": path, "status": response.status_code, "at": round(time.time(), 1),
+                          "text": response.text[:200]})
+        time.sleep(1.0)
+    raise RuntimeError(f"{method} {path}: LS kept failing: {LS_ERRORS[-1]}")
+
+
+def annotate_retrying(ls, task: dict[str, Any]) -> None:
+    """`annotate`, tried again (up to 10 times) when LS fails it; each failure is recorded."""
+    for _ in range(10):
+        try:
+            annotate(ls, task, lead_time=5.0)
+            return
+        except Exception as error:  # noqa: BLE001 - the SDK's ApiError or a timeout: record it and try again
+            LS_ERRORS.append({"path": "annotate", "error": str(error)[:200], "at": round(time.time(), 1)})
+            time.sleep(1.0)
+    raise RuntimeError(f"annotating kept failing: {LS_ERRORS[-1]}")
+
+
 def job_row(job: dict[str, Any]) -> dict[str, Any]:
     fields = ("id", "lane", "path", "path_reason", "trigger", "n_labels", "n_pool", "n_pushed", "cache_hits",
               "cache_misses", "n_listed", "list_seconds", "media_seconds", "train_seconds", "rank_seconds",
@@ -152,10 +180,10 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
 
         rounds, submits = [], []
         for _ in range(args.rounds):
-            served = ls.api("GET", f"/api/projects/{project_id}/next/").json()
+            served = ls_json(ls, "GET", f"/api/projects/{project_id}/next/")
             last = max(job["id"] for job in store.recent_jobs(project_id, limit=50))
             started = time.perf_counter()
-            annotate(ls, served, lead_time=5.0)
+            annotate_retrying(ls, served)
             submits.append(time.perf_counter() - started)
 
             def updated(last: int = last) -> dict[str, Any] | None:
@@ -167,7 +195,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             job = wait_for(lambda job=job: (lambda j: j if j["status"] != "running" else None)(store.job(job["id"])),
                            600, "the job to finish")
             top = store.ranking(project_id, limit=1)[0]["task_id"]
-            following = ls.api("GET", f"/api/projects/{project_id}/next/").json()
+            following = ls_json(ls, "GET", f"/api/projects/{project_id}/next/")
             rounds.append({"seconds": round(elapsed, 2), "served_is_ranked_first": following["id"] == top,
                            "load_average_1min": round(os.getloadavg()[0], 2), **job_row(job)})
         wait_for(lambda: backend.settled(project_id), 3600, "the last jobs")
@@ -181,6 +209,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                                        "rounds": rounds},
             "annotation_submit_seconds": summary(submits),
             "full_path": [job_row(job) for job in jobs if job["path"] == "full"],
+            "ls_errors": LS_ERRORS,
             "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
         })
         return results

@@ -176,9 +176,14 @@ def serve_forever(
     request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
     connection_limit: int = DEFAULT_CONNECTION_LIMIT,
 ) -> int:
-    """Serve the app until SIGTERM or SIGINT, then stop the request threads and the job runner."""
+    """Serve the app until SIGTERM or SIGINT, then stop the request threads and the job runner.
+
+    The web process scores /predict requests with one torch thread (OMP_NUM_THREADS=1 unless set, before
+    torch loads): its few items do not need more, and more would compete with the job processes, which set
+    their own (ls_backend.runners.lane_threads)."""
     from ls_backend.app import create_app
 
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
     app = create_app(settings)
     server = make_server(
         app,
