@@ -76,7 +76,12 @@ class SmallCNN(nn.Module):
 
 
 class ResNet18Backbone(nn.Module):
-    """torchvision ResNet-18 without its classifier; embedding = the 512-d pooled features."""
+    """torchvision ResNet-18 without its classifier; embedding = the 512-d pooled features.
+
+    From scratch the stem is a 3x3 stride-1 convolution (for small images). With pretrained weights the
+    pretrained 7x7 stride-2 stem is kept, since the later layers were trained on its features; for
+    ``in_channels`` other than 3 its filters are summed over the RGB channels and repeated (gray images
+    are treated as R = G = B)."""
 
     def __init__(self, in_channels: int, pretrained_path: str | None = None) -> None:
         super().__init__()
@@ -85,7 +90,12 @@ class ResNet18Backbone(nn.Module):
         net = torchvision.models.resnet18(weights=None)
         if pretrained_path:
             load_pretrained(net, pretrained_path, "resnet18")
-        net.conv1 = nn.Conv2d(in_channels, 64, 3, stride=1, padding=1, bias=False)
+            if in_channels != 3:
+                rgb = net.conv1.weight.data
+                net.conv1 = nn.Conv2d(in_channels, 64, 7, stride=2, padding=3, bias=False)
+                net.conv1.weight.data.copy_(rgb.sum(dim=1, keepdim=True).repeat(1, in_channels, 1, 1) / in_channels)
+        else:
+            net.conv1 = nn.Conv2d(in_channels, 64, 3, stride=1, padding=1, bias=False)
         self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
         self.layers = nn.ModuleList([net.layer1, net.layer2, net.layer3, net.layer4])
         self.stage_channels = (64, 128, 256, 512)

@@ -136,6 +136,7 @@ class RetrainAndRank:
         self.lane = lane
         self.trigger = trigger
         self.follow_up: tuple[str, str] | None = None  # set by plan: the job to run after this one
+        self.fallback_reason: str | None = None  # set when the fast path failed and the full path ran instead
 
     def stage(self, name: str, progress: float, **fields: Any) -> None:
         self.store.update_job(self.job_id, stage=name, progress=round(progress, 3), **fields)
@@ -171,18 +172,14 @@ class RetrainAndRank:
                    list_seconds=list_seconds)
         check_trainable(labeled, pool)
         started = time.perf_counter()
-        labeled, pool, failed = self.fetch_media(ls, interface, labeled, pool, verify_cached=base is None)
+        verify = base is None or self.store.consecutive_failures(self.project_id) > 0  # the fast path trusts the cache
+        labeled, pool, failed = self.fetch_media(ls, interface, labeled, pool, verify_cached=verify)
         self.stage("training", 0.3, n_labels=len(labeled), n_pool=len(pool), n_media_failed=failed,
                    media_seconds=time.perf_counter() - started)
         check_trainable(labeled, pool)
-        if base is not None:
-            engine, ranking, labeled, pool, hits, misses, train_seconds, rank_seconds = self.fast_path(
-                base, labeled, pool
-            )
-        else:
-            engine, ranking, labeled, pool, hits, misses, train_seconds, rank_seconds = self.full_path(
-                interface, labeled, pool
-            )
+        engine, ranking, labeled, pool, hits, misses, train_seconds, rank_seconds = self.train_and_rank(
+            base, interface, labeled, pool
+        )
         self.stage("ranking", 0.7, train_seconds=train_seconds, rank_seconds=rank_seconds, cache_hits=hits,
                    cache_misses=misses)
 
@@ -190,6 +187,7 @@ class RetrainAndRank:
         checkpoint = self.settings.checkpoint_dir(self.project_id, version)
         engine.save(checkpoint)
         report = engine.report
+        why = self.fallback_reason or why
         model = {
             "model_version": version,
             "checkpoint": str(checkpoint),
@@ -229,6 +227,24 @@ class RetrainAndRank:
         self.stage("pulling tasks", 0.05, n_listed=len(changed))
         logger.info("project %s: %s tasks changed since %s", self.project_id, len(changed), since)
         return self.store.mirrored_tasks(self.project_id)
+
+    def train_and_rank(self, base: dict[str, Any] | None, interface: LabelingInterface, labeled: list[dict],
+                       pool: list[dict]) -> tuple:
+        """The fast path on ``base``'s backbone, or the full path (no base, or the fast path failed: a
+        backbone that no longer loads is retrained, not the job's failure)."""
+        if base is not None:
+            try:
+                return self.fast_path(base, labeled, pool)
+            except (OSError, RuntimeError, ValueError) as error:
+                if isinstance(error, LabelStudioError):
+                    raise
+                why = f"the fast path failed: {str(error)[:200]}"
+                logger.warning("project %s: %s; taking the full path", self.project_id, why)
+                self.follow_up = None
+                self.stage("training", 0.3, path="full", path_reason=why)
+                self.fallback_reason = why
+                return self.full_path(interface, labeled, pool)
+        return self.full_path(interface, labeled, pool)
 
     def plan(self, interface: LabelingInterface, n_labels: int) -> tuple[str, dict[str, Any] | None, str]:
         """("fast", the full model whose backbone the head is refitted on, why) or ("full", None, why).

@@ -142,3 +142,31 @@ def test_ranking_rows_score_is_one_minus_priority_and_rank_follows_priority():
     assert by_task[43]["informativeness"] is None
     assert by_task[41]["strategy_weights"] == {"entropy": 0.25, "margin": 0.75}
     assert by_task[43]["confidence"] == pytest.approx(0.7)
+
+
+def test_a_backbone_that_no_longer_loads_sends_the_job_down_the_full_path(settings, store, tmp_path, monkeypatch):
+    """The fast path's failure to load its backbone (a checkpoint of an older layout) is not the job's: it
+    trains a new one."""
+    from ls_backend import jobs
+
+    calls = []
+
+    def broken_fast_path(self, base, labeled, pool):
+        calls.append("fast")
+        raise ValueError("directory: the saved task model does not match its configuration")
+
+    def full_path(self, interface, labeled, pool):
+        calls.append("full")
+        raise jobs.SkipJob("stop here: the full path was taken")
+
+    job_id, _ = store.request_job(1, "ANNOTATION_CREATED", stale_after=60)
+    store.start_job(job_id)
+    work = jobs.RetrainAndRank(settings, store, 1, job_id)
+    monkeypatch.setattr(jobs.RetrainAndRank, "fast_path", broken_fast_path)
+    monkeypatch.setattr(jobs.RetrainAndRank, "full_path", full_path)
+    base = {"model_version": "autoal-v1", "checkpoint": str(tmp_path), "n_labels": 10}
+    with pytest.raises(jobs.SkipJob, match="full path was taken"):
+        work.train_and_rank(base, None, [], [])
+    assert calls == ["fast", "full"]
+    job = store.job(job_id)
+    assert job["path"] == "full" and "the fast path failed: directory: the saved task model" in job["path_reason"]

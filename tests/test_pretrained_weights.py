@@ -113,3 +113,17 @@ def test_a_tuning_trial_of_another_family_neither_fetches_nor_loads_the_named_we
     before = {k: v.clone() for k, v in cnn.state_dict().items()}
     load_pretrained(cnn, NAME, "small_cnn")  # nothing is cached here, and a download raises
     assert all(torch.equal(before[k], v) for k, v in cnn.state_dict().items())
+
+
+def test_pretrained_weights_keep_their_stem_and_a_gray_image_reads_it_as_rgb(weights):
+    from autoal_engine.models import ResNet18Backbone
+
+    pretrained = torch.load(weights, weights_only=True)["conv1.weight"]
+    rgb = ResNet18Backbone(3, str(weights))
+    assert torch.equal(rgb.stem[0].weight, pretrained)  # the 7x7 stem the later layers were trained on
+    gray = ResNet18Backbone(1, str(weights)).eval()
+    assert gray.stem[0].weight.shape == (64, 1, 7, 7)
+    x = torch.rand(2, 1, 32, 32, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():  # a gray image gives the features of its RGB copy
+        assert torch.allclose(gray(x)[0], rgb.eval()(x.repeat(1, 3, 1, 1))[0], atol=1e-5)
+    assert ResNet18Backbone(1).stem[0].weight.shape == (64, 1, 3, 3)  # from scratch: the small-image stem
