@@ -116,9 +116,9 @@ LS_ERRORS: list[dict[str, Any]] = []  # answers of LS that were not a success, w
 
 
 def ls_json(ls, method: str, path: str, **kwargs: Any) -> Any:
-    """LS's JSON answer, trying again (up to 10 times, 1 s apart) when it answers with an error, as an
-    annotator's browser would; each error is recorded in the results."""
-    for _ in range(10):
+    """LS's JSON answer, trying again (for up to a minute, 1 s apart) when it answers with an error, as an
+    annotator would; each error is recorded in the results."""
+    for _ in range(60):
         response = ls.api(method, path, **kwargs)
         if response.is_success:
             return response.json()
@@ -129,8 +129,8 @@ def ls_json(ls, method: str, path: str, **kwargs: Any) -> Any:
 
 
 def annotate_retrying(ls, task: dict[str, Any]) -> None:
-    """`annotate`, tried again (up to 10 times) when LS fails it; each failure is recorded."""
-    for _ in range(10):
+    """`annotate`, tried again (for up to a minute) when LS fails it; each failure is recorded."""
+    for _ in range(60):
         try:
             annotate(ls, task, lead_time=5.0)
             return
