@@ -67,6 +67,7 @@ logger = logging.getLogger(__name__)
 
 VERSION_PREFIX = "autoal-v"
 FULL_LANE_REQUEST_SIZE = 100
+FULL_LISTING_EVERY = 3600.0  # seconds: how stale the full lane lets the mirror's view of deletions get
 
 
 @dataclass(frozen=True)
@@ -217,13 +218,18 @@ class RetrainAndRank:
         return min(configured, FULL_LANE_REQUEST_SIZE) if self.lane == "full" else configured
 
     def list_tasks(self, ls: LabelStudioClient) -> list[dict[str, Any]]:
-        """The project's tasks: in the fast lane only those LS changed since the last listing, merged into
-        the store's mirror (`ls_backend.store.task_mirror`); in full when the lane is full, when the mirror
-        is empty, when the job covers a deletion (an incremental listing does not show deleted tasks), and
-        after a failed job (a task deleted without a webhook would fail every push)."""
+        """The project's tasks: those LS changed since the last listing, merged into the store's mirror
+        (`ls_backend.store.task_mirror`); in full when the mirror is empty, when the job covers a deletion
+        or START_TRAINING, after a failed job (a task deleted without a webhook would fail every push), and
+        in the full lane when the last full listing is FULL_LISTING_EVERY seconds old (listing 20,000 tasks
+        keeps LS busy for a minute, and the fast lane's requests wait behind it)."""
         since = self.store.tasks_listed_since(self.project_id)
-        full = (self.lane == "full" or since is None or "TASKS_DELETED" in self.store.covered_actions(self.job_id)
-                or self.store.consecutive_failures(self.project_id) > 0)
+        listed_at = self.store.fully_listed_at(self.project_id)
+        full = (since is None or listed_at is None
+                or bool({"TASKS_DELETED", "START_TRAINING"} & self.store.covered_actions(self.job_id))
+                or self.trigger == "START_TRAINING"
+                or self.store.consecutive_failures(self.project_id) > 0
+                or (self.lane == "full" and time.time() - listed_at > FULL_LISTING_EVERY))
         if full:
             tasks = ls.tasks(self.project_id, page_size=self.request_size(self.settings.page_size))
             self.store.replace_mirrored_tasks(self.project_id, tasks)

@@ -320,12 +320,13 @@ def test_versions_in_flight_are_those_running_jobs_reserved(store):
 
 
 def test_the_task_mirror_is_replaced_by_a_full_listing_and_updated_by_an_incremental_one(store):
-    assert store.tasks_listed_since(1) is None  # never listed: the first job lists in full
+    assert store.tasks_listed_since(1) is None and store.fully_listed_at(1) is None  # the first job lists in full
     listed = [
         {"id": 1, "data": {"image": "a"}, "updated_at": "2026-12-01T10:00:00.000001Z", "predictions": [{"x": 1}]},
         {"id": 2, "data": {"image": "b"}, "updated_at": "2026-12-01T10:00:05.500000Z"},
     ]
     store.replace_mirrored_tasks(1, listed)
+    assert abs(store.fully_listed_at(1) - time.time()) < 60
     assert [task["id"] for task in store.mirrored_tasks(1)] == [1, 2]
     assert "predictions" not in store.mirrored_tasks(1)[0]  # not needed, and most of the payload
     assert store.tasks_listed_since(1) == "2026-12-01T09:59:55.500000Z"  # the newest, less the overlap

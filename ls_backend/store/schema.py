@@ -165,6 +165,7 @@ SCHEMA_4 = (
     )
     """,
     "ALTER TABLE projects ADD COLUMN tasks_listed_until TEXT",
+    "ALTER TABLE projects ADD COLUMN fully_listed_at REAL",
 )
 
 MIGRATIONS: tuple[tuple[int, str | tuple[str, ...]], ...] = (

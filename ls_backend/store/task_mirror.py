@@ -12,6 +12,7 @@ covers TASKS_DELETED lists in full.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -28,8 +29,8 @@ class TaskMirror(Database):
         with self.transaction() as db:
             db.execute("DELETE FROM task_mirror WHERE project_id=?", (project_id,))
             self._upsert(db, project_id, tasks)
-            db.execute("UPDATE projects SET tasks_listed_until=? WHERE project_id=?",
-                       (_newest(tasks), project_id))
+            db.execute("UPDATE projects SET tasks_listed_until=?, fully_listed_at=? WHERE project_id=?",
+                       (_newest(tasks), time.time(), project_id))
 
     def update_mirrored_tasks(self, project_id: int, tasks: Sequence[dict[str, Any]]) -> None:
         """After an incremental listing: upsert the changed tasks, move the watermark forward."""
@@ -47,6 +48,12 @@ class TaskMirror(Database):
         with self._read() as db:
             rows = db.execute("SELECT task FROM task_mirror WHERE project_id=? ORDER BY task_id", (project_id,))
             return [json.loads(row[0]) for row in rows]
+
+    def fully_listed_at(self, project_id: int) -> float | None:
+        """When the project's tasks were last listed in full (this machine's clock), or None."""
+        with self._read() as db:
+            row = db.execute("SELECT fully_listed_at FROM projects WHERE project_id=?", (project_id,)).fetchone()
+        return None if row is None else row[0]
 
     def tasks_listed_since(self, project_id: int) -> str | None:
         """The time to list changes from (LS's format), or None when the project was never listed in full."""
