@@ -66,7 +66,6 @@ from ls_backend.task_adapter import fetch_images, prediction, ranking_rows, spli
 logger = logging.getLogger(__name__)
 
 VERSION_PREFIX = "autoal-v"
-FULL_LANE_REQUEST_SIZE = 100
 FULL_LISTING_EVERY = 3600.0  # seconds: how stale the full lane lets the mirror's view of deletions get
 
 
@@ -211,12 +210,6 @@ class RetrainAndRank:
         pushed = self.push_and_commit(ls, interface, model, rows)
         return f"{version} ({report['path']} path): {len(labeled)} labels, {len(pool)} tasks ranked, {pushed} pushed"
 
-    def request_size(self, configured: int) -> int:
-        """Tasks per page / predictions per import request: in the full lane at most FULL_LANE_REQUEST_SIZE,
-        so that LS serves a fast job's requests between the full lane's (LS answers one heavy request at a
-        time: a fast refit's push of 300 predictions took 18 s behind pages of 500 tasks on 20,000)."""
-        return min(configured, FULL_LANE_REQUEST_SIZE) if self.lane == "full" else configured
-
     def list_tasks(self, ls: LabelStudioClient) -> list[dict[str, Any]]:
         """The project's tasks: those LS changed since the last listing, merged into the store's mirror
         (`ls_backend.store.task_mirror`); in full when the mirror is empty, when the job covers a deletion
@@ -231,7 +224,7 @@ class RetrainAndRank:
                 or self.store.consecutive_failures(self.project_id) > 0
                 or (self.lane == "full" and time.time() - listed_at > FULL_LISTING_EVERY))
         if full:
-            tasks = ls.tasks(self.project_id, page_size=self.request_size(self.settings.page_size))
+            tasks = ls.tasks(self.project_id, page_size=self.settings.page_size)
             self.store.replace_mirrored_tasks(self.project_id, tasks)
             self.stage("pulling tasks", 0.05, n_listed=len(tasks))
             return tasks
@@ -450,7 +443,7 @@ class RetrainAndRank:
             {"task": row["task_id"], **prediction(interface, row["predicted_label"], row["score"], version)}
             for row in pushed
         ]
-        ls.import_predictions(self.project_id, predictions, batch=self.request_size(self.settings.import_batch))
+        ls.import_predictions(self.project_id, predictions, batch=self.settings.import_batch)
         self.stage("updating project", 0.95)
         ls.update_project(
             self.project_id,
