@@ -14,8 +14,9 @@ the new ranking. Measures:
   task), median and p95, with each job's path and breakdown (listing, media, refit, rank, push);
 - ``annotation_submit``: LS's own answer time to those annotation POSTs (p50, p99, max) while the backend
   refits, pushes and retrains the backbone in the background;
-- ``full_path``: the wall time of every full retrain (the first one includes the media download), with
-  its pool size.
+- ``full_path``: the wall time of every full retrain that finished (the first one, on the first
+  `--labels` labels, includes the media download), with its pool size; one still running at the end is
+  listed as such, not waited for.
 
 Label Studio, the backend, the file server and all data live on 127.0.0.1 and in a temporary folder.
 """
@@ -169,13 +170,18 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         backend = start_backend(ls, workdir / "models", AUTOAL_ENGINE_CONFIG=args.engine_config,
                                 AUTOAL_MEDIA_ALLOWED_HOSTS=base_url.split("//")[1])
         store = backend.store
-        connect_backend(ls, project_id, backend)
         # tasks LS saved within the task mirror's overlap (10 s) of the newest change a listing saw are listed
         # again by the next incremental listing: a project labeled the moment it was imported would relist
         # every task once; people start labeling later than that
         time.sleep(max(0.0, 12.0 - (time.perf_counter() - imported)))
-        for task in first_tasks(ls, project_id, args.labels):
+        first = first_tasks(ls, project_id, args.labels)
+        for task in first[:-1]:  # labeled before the backend is connected: the first model trains on all of them
             annotate(ls, task, lead_time=5.0)
+        connect_backend(ls, project_id, backend)
+        wait_for(lambda: any(hook.url.endswith("/webhook") and (hook.headers or {}).get("Authorization")
+                             for hook in ls.sdk.webhooks.list(project=str(project_id))), 60,
+                 "the webhook to carry the backend's basic auth")
+        annotate(ls, first[-1], lead_time=5.0)
         wait_for(lambda: backend.settled(project_id) and store.current_version(project_id), 3600, "the first model")
 
         rounds, submits = [], []
@@ -198,8 +204,9 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             following = ls_json(ls, "GET", f"/api/projects/{project_id}/next/")
             rounds.append({"seconds": round(elapsed, 2), "served_is_ranked_first": following["id"] == top,
                            "load_average_1min": round(os.getloadavg()[0], 2), **job_row(job)})
-        wait_for(lambda: backend.settled(project_id), 3600, "the last jobs")
+        wait_for(lambda: not store.active_jobs(project_id, "fast"), 600, "the last fast refit")
         jobs = [job for job in reversed(store.recent_jobs(project_id, limit=1000)) if job["status"] == "done"]
+        results["full_retrains_still_running"] = [job_row(store.job(i)) for i in store.active_jobs(project_id, "full")]
         fast = [r["seconds"] for r in rounds if r["path"] == "fast"]
         results.update({
             "tasks": args.tasks,
