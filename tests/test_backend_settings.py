@@ -28,6 +28,18 @@ def test_job_process_and_server_limits():
     assert Settings.from_env({"AUTOAL_JOB_THREADS": "0"}).job_threads is None  # 0: the lanes' defaults
 
 
+def test_two_speed_settings_and_their_bad_values():
+    settings = Settings.from_env({})
+    assert settings.fast_path is True and settings.push_top == 300
+    settings = Settings.from_env({"AUTOAL_FAST_PATH": "false", "AUTOAL_PUSH_TOP": "50"})
+    assert settings.fast_path is False and settings.push_top == 50
+    with pytest.raises(ValueError, match="AUTOAL_PUSH_TOP must be >= 1, got 0"):
+        Settings.from_env({"AUTOAL_PUSH_TOP": "0"})
+    with pytest.raises(ValueError, match="AUTOAL_FAST_PATH must be true or false"):
+        Settings.from_env({"AUTOAL_FAST_PATH": "sometimes"})
+    assert Settings(model_dir=Path("m")).embedding_dir(3, "autoal-x") == Path("m/projects/3/embeddings/autoal-x")
+
+
 def test_job_retry_policy_doubles_the_first_delay_without_a_cap():
     policy = Settings(job_retries=3, job_retry_delay=1000.0).job_retry_policy
     assert policy.retries == 3
