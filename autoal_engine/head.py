@@ -29,6 +29,7 @@ import torch
 from autoal_engine.config import ModelConfig
 from autoal_engine.losses import class_weights, per_sample_loss
 from autoal_engine.pool_outputs import PoolOutputs, mc_digest
+from autoal_engine.training import adam_with_cosine, minibatches
 
 
 def split_vectors(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -82,18 +83,10 @@ def train_head(head: torch.nn.Linear, embeddings: np.ndarray, labels: np.ndarray
     trained = copy.deepcopy(head).cpu().train()
     x_all = torch.from_numpy(np.asarray(embeddings, dtype=np.float32))
     y_all = torch.from_numpy(np.asarray(labels, dtype=np.int64))
-    optimizer = torch.optim.Adam(trained.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, steps))
+    optimizer, scheduler = adam_with_cosine(trained.parameters(), config, steps)
     weights = class_weights(y_all, trained.out_features) if config.loss == "class_balanced" else None
     dropout = torch.nn.Dropout(config.dropout)
-    n = len(x_all)
-    batch = min(config.batch_size, n)
-    order, position = torch.randperm(n, generator=generator), 0
-    for _ in range(steps):
-        if position + batch > n:
-            order, position = torch.randperm(n, generator=generator), 0
-        index = order[position:position + batch]
-        position += batch
+    for index in minibatches(len(x_all), min(config.batch_size, len(x_all)), steps, generator):
         loss = per_sample_loss(trained(dropout(x_all[index])), y_all[index], config, weights).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

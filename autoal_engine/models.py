@@ -33,6 +33,7 @@ from autoal_engine.data import ImageSource
 from autoal_engine.head import head_outputs
 from autoal_engine.losses import class_weights, per_sample_loss
 from autoal_engine.pool_outputs import PoolOutputs
+from autoal_engine.training import adam_with_cosine, minibatches
 
 log = logging.getLogger(__name__)
 
@@ -311,21 +312,13 @@ def train_model(model: TaskModel, images: torch.Tensor, labels: torch.Tensor, co
     model.prepare(images, config.standardize)
     model.to(device).train()
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(trainable, lr=config.lr, weight_decay=config.weight_decay)
+    optimizer, scheduler = adam_with_cosine(trainable, config, steps)
     weights = class_weights(labels, model.head.out_features) if config.loss == "class_balanced" else None
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, steps))
     scaler = torch.amp.GradScaler(enabled=device.type == "cuda" and config.mixed_precision
                                   and not torch.cuda.is_bf16_supported())
-    n = len(images)
-    batch = min(config.batch_size, n)
-    order = torch.randperm(n, generator=generator)
-    position = 0
     detach_step = int(config.loss_head_detach_at * steps)
-    for step in range(steps):
-        if position + batch > n:
-            order, position = torch.randperm(n, generator=generator), 0
-        index = order[position:position + batch]
-        position += batch
+    batches = minibatches(len(images), min(config.batch_size, len(images)), steps, generator)
+    for step, index in enumerate(batches):
         x = images[index]
         x = augment(x, config, generator)
         x, y = x.to(device, non_blocking=True), labels[index].to(device, non_blocking=True)
