@@ -358,10 +358,7 @@ class Engine:
         A label outside the backbone's classes needs a full `fit`: ValueError."""
         self._require_fitted()
         started = time.perf_counter()
-        embeddings, _ = split_vectors(vectors)
-        if embeddings.shape[1] != self.model.head.in_features:
-            raise ValueError(f"vectors: {embeddings.shape[1]}-d embeddings; this backbone makes "
-                             f"{self.model.head.in_features}-d ones")
+        embeddings, _ = self._split_vectors(vectors)
         unknown = sorted({str(label) for label in labels} - {str(c) for c in self.classes})
         if unknown:
             raise ValueError(f"labels: {unknown[:5]} are not classes of this backbone ({list(self.classes)}); a "
@@ -406,10 +403,7 @@ class Engine:
         """`rank` from the pool's cached vectors (under this backbone): the same ranking as from the images,
         with no pass over them."""
         self._require_fitted()
-        embeddings, losses = split_vectors(vectors)
-        if embeddings.shape[1] != self.model.head.in_features:
-            raise ValueError(f"vectors: {embeddings.shape[1]}-d embeddings; this backbone makes "
-                             f"{self.model.head.in_features}-d ones")
+        embeddings, losses = self._split_vectors(vectors)
         if not np.isfinite(embeddings).all():
             raise ValueError("vectors: must be finite (an item missing from the cache?)")
         known = check_costs(known_costs, len(embeddings), "known_costs")
@@ -417,6 +411,14 @@ class Engine:
                                chunk=self.model_config.inference_batch_size, batch_size=self.config.batch_size,
                                seed=self.config.seed, mc_samples=self._mc_samples(), device=self.device)
         return self._rank_outputs(outputs, known, None)
+
+    def _split_vectors(self, vectors) -> tuple[np.ndarray, np.ndarray]:
+        """(embeddings, predicted loss) of cached vectors, which must be of this backbone's width."""
+        embeddings, losses = split_vectors(vectors)
+        if embeddings.shape[1] != self.model.head.in_features:
+            raise ValueError(f"vectors: {embeddings.shape[1]}-d embeddings; this backbone makes "
+                             f"{self.model.head.in_features}-d ones")
+        return embeddings, losses
 
     def predict(self, inputs) -> tuple[np.ndarray, np.ndarray]:
         """Predicted class labels and probabilities (N, C) for new inputs."""
