@@ -138,6 +138,7 @@ class RetrainAndRank:
         self.trigger = trigger
         self.follow_up: tuple[str, str] | None = None  # set by plan: the job to run after this one
         self.fallback_reason: str | None = None  # set when the fast path failed and the full path ran instead
+        self.media_failures: list[dict[str, Any]] = []  # this job's unusable items, recorded as they are found
 
     def stage(self, name: str, progress: float, **fields: Any) -> None:
         self.store.update_job(self.job_id, stage=name, progress=round(progress, 3), **fields)
@@ -219,8 +220,7 @@ class RetrainAndRank:
         since = self.store.tasks_listed_since(self.project_id)
         listed_at = self.store.fully_listed_at(self.project_id)
         full = (since is None or listed_at is None
-                or bool({"TASKS_DELETED", "START_TRAINING"} & self.store.covered_actions(self.job_id))
-                or self.trigger == "START_TRAINING"
+                or self.asked_to_train() or "TASKS_DELETED" in self.store.covered_actions(self.job_id)
                 or self.store.consecutive_failures(self.project_id) > 0
                 or (self.lane == "full" and time.time() - listed_at > FULL_LISTING_EVERY))
         if full:
@@ -293,10 +293,15 @@ class RetrainAndRank:
             return "the backbone's checkpoint is missing"
         return None
 
+    def asked_to_train(self) -> bool:
+        """Whether this job was asked for by START_TRAINING: it covers that event, or the fast job that
+        covered it requested this one (its trigger)."""
+        return self.trigger == "START_TRAINING" or "START_TRAINING" in self.store.covered_actions(self.job_id)
+
     def full_retrain_due(self, n_labels: int, base: dict[str, Any]) -> str | None:
         """Why the backbone should be trained again (START_TRAINING, the labels' growth since the backbone
         was trained, unless a full retrain is queued or running already), or None."""
-        if "START_TRAINING" in self.store.covered_actions(self.job_id) or self.trigger == "START_TRAINING":
+        if self.asked_to_train():
             return "START_TRAINING"
         growth = self.settings.engine_config().tuning.growth_factor
         if n_labels >= growth * max(1, base["n_labels"] or 0) and not self.store.active_jobs(self.project_id, "full"):
@@ -310,9 +315,8 @@ class RetrainAndRank:
         started = time.perf_counter()
         engine = Engine(self.settings.engine_config())
         paths, labels, seconds = training_inputs(labeled)
-        tune = "START_TRAINING" in self.store.covered_actions(self.job_id) or self.trigger == "START_TRAINING"
         engine.fit(paths, labels, seconds, classes=list(interface.classes), pool_size=len(pool),
-                   tuning_state=self.tuning_state(), tune=tune)
+                   tuning_state=self.tuning_state(), tune=self.asked_to_train())
         engine.report["engine_config"] = config_fingerprint(self.settings)
         train_seconds = time.perf_counter() - started
         started = time.perf_counter()
@@ -404,7 +408,7 @@ class RetrainAndRank:
             for task in tasks
             if task["id"] in reasons
         ]
-        self.media_failures = [*getattr(self, "media_failures", []), *failures]
+        self.media_failures += failures
         self.store.record_media_failures(self.project_id, self.job_id, self.media_failures)
         if failures:
             logger.warning(
