@@ -226,15 +226,12 @@ def run_worker(settings: Settings, burst: bool = False, lane: str = "both") -> i
     from redis import Redis
     from rq import Queue, Worker
 
-    from ls_backend.runners import FULL_LANE_EXTRA_NICENESS
-
-    niceness = settings.job_niceness + (FULL_LANE_EXTRA_NICENESS if lane == "full" and settings.job_niceness else 0)
-    if niceness > 0:
-        os.nice(min(19, niceness))
-    from ls_backend.runners import lane_threads, limit_resources, rq_queue_name
+    from ls_backend.runners import lane_niceness, lane_threads, limit_resources, rq_queue_name
     from ls_backend.store import LANES
 
-    limit_resources(0, settings.job_threads or lane_threads("fast" if lane == "fast" else "full"))
+    # a worker of both lanes runs at the fast lane's priority with the full lane's threads
+    limit_resources(lane_niceness("full" if lane == "full" else "fast", settings.job_niceness),
+                    settings.job_threads or lane_threads("fast" if lane == "fast" else "full"))
     connection = Redis.from_url(settings.redis_url)
     lanes = LANES if lane == "both" else (lane,)
     queues = [Queue(rq_queue_name(settings, name), connection=connection) for name in lanes]

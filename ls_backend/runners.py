@@ -117,6 +117,12 @@ def retry_job(store: Store, runner: Runner, settings: Settings, project_id: int)
 FULL_LANE_EXTRA_NICENESS = 5  # the full lane's job process yields to the fast lane's
 
 
+def lane_niceness(lane: str, niceness: int) -> int:
+    """The nice increment of a lane's jobs: ``niceness`` (AUTOAL_JOB_NICENESS) for the fast lane, 5 more
+    (at most 19) for the full lane, so a full retrain yields to the fast refits."""
+    return niceness if lane == "fast" else min(19, niceness + FULL_LANE_EXTRA_NICENESS)
+
+
 def lane_threads(lane: str) -> int:
     """Threads of a lane's job process when AUTOAL_JOB_THREADS is unset: 1 for the fast lane (its matrix
     products are small), the other cores for the full lane; with the web process beside them the machine
@@ -159,9 +165,7 @@ class ThreadRunner:
         threads = settings.job_threads if threads is None else threads
         self.lanes = {
             lane: Lane(lane, JobProcess(settings, store.path, threads=threads or lane_threads(lane),
-                                        job_function=job_function,
-                                        niceness=niceness if lane == "fast" else
-                                        min(19, niceness + FULL_LANE_EXTRA_NICENESS)))
+                                        job_function=job_function, niceness=lane_niceness(lane, niceness)))
             for lane in LANES
         }
         self._timers: dict[int, tuple[float, threading.Timer]] = {}  # project -> (due, timer): one retry each
