@@ -64,8 +64,7 @@ class TaskMirror(Database):
         return (_parse(row[0]) - timedelta(seconds=OVERLAP_SECONDS)).strftime(LS_TIME_FORMAT)
 
     def _upsert(self, db: Any, project_id: int, tasks: Sequence[dict[str, Any]]) -> None:
-        db.execute("INSERT OR IGNORE INTO projects (project_id, updated_at) VALUES (?, strftime('%s','now'))",
-                   (project_id,))
+        db.execute("INSERT OR IGNORE INTO projects (project_id, updated_at) VALUES (?, ?)", (project_id, time.time()))
         db.executemany(
             "INSERT OR REPLACE INTO task_mirror (project_id, task_id, task, updated_at) VALUES (?,?,?,?)",
             [(project_id, int(task["id"]), json.dumps(_kept(task)), task.get("updated_at")) for task in tasks],
