@@ -7,6 +7,8 @@ head of the queue), cost-blind (``cost.gamma = 0``). Two variants differ from it
 only: ``autoal_search`` learns them (the AutoAL search on) and ``autoal_uniform`` keeps them equal (the
 search off), whatever the base configuration says. ``autoal_cost`` is ``autoal`` fitted with the labeled
 items' observed seconds and ranked by value per predicted cost (the configured ``cost.gamma``).
+``autoal_pruned`` prunes the candidate pool each round (``pruning.enabled``, autoal_engine/pruning.py) and
+mixes the survivors with equal weights; ``autoal_pruned_search`` runs the AutoAL search over the survivors.
 ``autoal_paper`` is the released AutoAL code's choices (``EngineConfig.paper()``: its 7 candidates, binary
 votes, raw SearchNet logits, the top-b, the search on) on the base configuration's task model, so the
 report shows what the corrections of docs/engine.md are worth.
@@ -31,17 +33,20 @@ AUTOAL_COST = "autoal_cost"
 AUTOAL_UNIFORM = "autoal_uniform"
 AUTOAL_SEARCH = "autoal_search"
 AUTOAL_PAPER = "autoal_paper"
-AUTOAL_NAMES = (AUTOAL, AUTOAL_COST, AUTOAL_UNIFORM, AUTOAL_SEARCH, AUTOAL_PAPER)
+AUTOAL_PRUNED = "autoal_pruned"
+AUTOAL_PRUNED_SEARCH = "autoal_pruned_search"
+AUTOAL_NAMES = (AUTOAL, AUTOAL_COST, AUTOAL_UNIFORM, AUTOAL_SEARCH, AUTOAL_PAPER, AUTOAL_PRUNED, AUTOAL_PRUNED_SEARCH)
 
 
 class EngineSelector:
-    """Top-b of the engine's ranking under a given candidate set, search switch and cost weight."""
+    """Top-b of the engine's ranking under a given candidate set, search switch, pruning switch and cost weight."""
 
     def __init__(self, name: str, strategies: tuple[str, ...] | None, search: bool | None,
-                 cost_aware: bool) -> None:
+                 cost_aware: bool, pruning: bool | None = None) -> None:
         self.name = name
         self.strategies = strategies  # None: the base configuration's candidate set
         self.search = search  # None: the base configuration's search.enabled
+        self.pruning = pruning  # None: the base configuration's pruning.enabled
         self.uses_costs = cost_aware
 
     def engine_config(self, base: EngineConfig) -> EngineConfig:
@@ -50,6 +55,8 @@ class EngineSelector:
             config.strategies = self.strategies
         if self.search is not None:
             config.search.enabled = self.search
+        if self.pruning is not None:
+            config.pruning.enabled = self.pruning
         if not self.uses_costs:
             config.cost.gamma = 0.0
         config.validate()
@@ -65,9 +72,12 @@ class EngineSelector:
             ranking = state.engine.rank(state.pool_inputs[state.unlabeled])
         picks = state.unlabeled[ranking.order[: state.batch_size]]
         extra: dict[str, Any] = {}
-        if state.engine.config.search.enabled:  # learned weights: record them (equal ones say nothing)
+        config = state.engine.config
+        if config.search.enabled or config.pruning.enabled:  # learned or pruned weights (equal ones say nothing)
             weights = ranking.mean_strategy_weights.items()
             extra["mean_strategy_weights"] = {name: round(float(w), 5) for name, w in weights}
+        if config.pruning.enabled and len(config.strategies) > 1:
+            extra["active_candidates"] = list(ranking.active_names)
         return picks, extra
 
 
@@ -101,6 +111,10 @@ def engine_selector(name: str) -> EngineSelector:
         return EngineSelector(AUTOAL_SEARCH, None, search=True, cost_aware=False)
     if name == AUTOAL_PAPER:
         return PaperSelector()
+    if name == AUTOAL_PRUNED:
+        return EngineSelector(AUTOAL_PRUNED, None, search=False, cost_aware=False, pruning=True)
+    if name == AUTOAL_PRUNED_SEARCH:
+        return EngineSelector(AUTOAL_PRUNED_SEARCH, None, search=True, cost_aware=False, pruning=True)
     if name in STRATEGIES:
         return EngineSelector(name, (name,), search=False, cost_aware=False)
     known = ", ".join([*AUTOAL_NAMES, *sorted(STRATEGIES)])

@@ -182,6 +182,7 @@ def run_one(
     records: list[RoundRecord] = []
     round_index = 0
     tuning_state = TuningState()  # the incumbent model configuration, handed from round to round
+    pruning_history: list[list[float]] = []  # the candidates' rewards so far, handed from ranking to fit
     two_speed = TwoSpeed(config.tuning.growth_factor) if getattr(selector, "fast_path", False) else None
     while True:
         config.seed = seed * 1000 + round_index
@@ -189,7 +190,8 @@ def run_one(
         start = time.perf_counter()
         costs_seen = pool_costs[chosen] if selector.uses_costs else None
         if two_speed is not None and two_speed.refittable(len(chosen)):
-            engine = two_speed.refit(chosen, pool_labels[chosen], costs_seen, int((~is_labeled).sum()))
+            engine = two_speed.refit(chosen, pool_labels[chosen], costs_seen, int((~is_labeled).sum()),
+                                     pruning_history)
         else:
             engine = Engine(config).fit(
                 pool_inputs[chosen],
@@ -198,6 +200,7 @@ def run_one(
                 classes=classes,
                 pool_size=int((~is_labeled).sum()),
                 tuning_state=tuning_state,
+                pruning_history=pruning_history,
             )
             if two_speed is not None:
                 two_speed.new_backbone(engine, pool_inputs, len(chosen))
@@ -242,6 +245,7 @@ def run_one(
         picks, extra = selector.select(state)
         record.query_seconds = search_seconds + time.perf_counter() - start
         record.extra = extra
+        pruning_history = (state.engine.report.get("pruning") or {}).get("history") or pruning_history
         picks = check_picks(np.asarray(picks, dtype=np.int64), is_labeled, state.batch_size, selector.name)
         is_labeled[picks] = True
         labeled.extend(int(i) for i in picks)
@@ -271,12 +275,13 @@ class TwoSpeed:
         self.report = copy.deepcopy(engine.report)
         self.vectors = engine.vectors(pool_inputs)
 
-    def refit(self, chosen: np.ndarray, labels: np.ndarray, costs: np.ndarray | None, pool_size: int) -> Engine:
+    def refit(self, chosen: np.ndarray, labels: np.ndarray, costs: np.ndarray | None, pool_size: int,
+              pruning_history: list[list[float]] | None = None) -> Engine:
         """The full fit's engine with its head refitted from the full fit's head, as every backend job does."""
         engine = self.full
         engine.model.head.load_state_dict(self.head_state)
         engine.report = copy.deepcopy(self.report)
-        return engine.refit(self.vectors[chosen], labels, costs, pool_size=pool_size)
+        return engine.refit(self.vectors[chosen], labels, costs, pool_size=pool_size, pruning_history=pruning_history)
 
 
 def tuning_summary(report: dict[str, Any]) -> dict[str, Any] | None:

@@ -8,7 +8,8 @@ corrected default can be measured against it.
 
 Sections: `model` (task model and its training), `mixture` (how the candidates' scores combine),
 `holdout` (the two cross-fitted FitNets behind the held-out accuracy), `search` (the opt-in AutoAL
-strategy search), `cost` (label costs), `tuning` (the task model's configuration tuned from the labels); the
+strategy search), `cost` (label costs), `tuning` (the task model's configuration tuned from the labels),
+`pruning` (which candidates the mixture keeps each round); the
 candidate list, batch settings and seed are top-level.
 
 Every config round-trips through `to_dict()` / `from_dict()`. `validate()` (called by `from_dict` and by
@@ -152,6 +153,19 @@ class MixtureConfig:
 
 
 @dataclass
+class PruningConfig:
+    """Adaptive pruning of the candidate pool (autoal_engine/pruning.py): each round every candidate earns a
+    class-diversity reward (TAILOR) and an action-elimination rule keeps the ones whose reward interval
+    reaches the leader's; the mixture (equal weights or the search) runs over the survivors."""
+
+    enabled: bool = False
+    window: int = 5  # rounds of rewards the rule looks at (the most recent)
+    warmup: int = 2  # rounds of rewards before anything is pruned
+    confidence: float = 1.0  # z: half-width of each candidate's interval in standard errors
+    min_active: int = 3  # candidates that always stay (the best by mean reward)
+
+
+@dataclass
 class HoldoutConfig:
     """The two cross-fitted FitNets trained at every fit, each on one stratified half of the labeled set
     and evaluated on the other: the held-out accuracy (and, with the search on, its simulated AL round)."""
@@ -202,7 +216,7 @@ class CostConfig:
 class EngineConfig:
     """Every engine setting, by section: ``model`` (task model), ``mixture`` (how candidates combine),
     ``holdout`` (the held-out FitNets), ``search`` (the opt-in AutoAL search), ``cost`` (label costs),
-    ``tuning`` (the model's configuration chosen from the labels)."""
+    ``tuning`` (the model's configuration chosen from the labels), ``pruning`` (the candidates kept)."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
     mixture: MixtureConfig = field(default_factory=MixtureConfig)
@@ -210,6 +224,7 @@ class EngineConfig:
     search: SearchConfig = field(default_factory=SearchConfig)
     cost: CostConfig = field(default_factory=CostConfig)
     tuning: TuningConfig = field(default_factory=TuningConfig)
+    pruning: PruningConfig = field(default_factory=PruningConfig)
     strategies: tuple[str, ...] = DEFAULT_STRATEGIES
     batch_size: int = 20  # b: labels expected before the next re-rank (sets t and the diverse batch)
     # "kmeans": with several candidates, the first batch_size items of the queue are a diverse batch
@@ -431,6 +446,10 @@ RULES: dict[str, Callable[[Any], str | None]] = {
     "tuning.reduction_factor": _at_least(2),
     "tuning.max_trials": _at_least(1),
     "tuning.startup_trials": _at_least(0),
+    "pruning.window": _at_least(1),
+    "pruning.warmup": _at_least(0),
+    "pruning.confidence": _at_least(0),
+    "pruning.min_active": _at_least(1),
     "cost.gamma": _within(0, 1, "[]"),
     "cost.clip_quantile": _within(0, 1, "(]"),
     "cost.max_seconds": _above(0),
@@ -494,6 +513,7 @@ SECTIONS: dict[str, type] = {
     "search": SearchConfig,
     "cost": CostConfig,
     "tuning": TuningConfig,
+    "pruning": PruningConfig,
 }
 
 # Renamed fields, old -> new; from_dict reads the old names for one release after 0.1.0, with a warning

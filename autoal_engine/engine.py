@@ -48,6 +48,7 @@ from autoal_engine.errors import NotFittedError
 from autoal_engine.head import head_cv_accuracy, head_outputs, join_vectors, split_vectors, train_head
 from autoal_engine.mixture import equal_weight_benefit, equal_weights, mixture, mixture_weights, normalize_candidates
 from autoal_engine.models import TaskModel, embed, pool_outputs, resolve_device, train_model, training_steps
+from autoal_engine.pruning import class_diversity_rewards, decide, pruned_weights
 from autoal_engine.ranking import Ranking
 from autoal_engine.search import (
     SearchRecords,
@@ -89,6 +90,7 @@ class Engine:
         self.cost_basis = (np.zeros(0, np.float32), np.zeros((0, 0), np.float32))  # PCA mean, components
         self.report: dict[str, Any] = {}
         self.tuning_state = TuningState()  # the incumbent model configuration, handed from fit to fit
+        self.pruning_history: list[list[float]] = []  # the candidates' rewards of earlier rounds (pruning.py)
         self.model_config = self.config.model  # what the task model is trained with: config.model + the recipe
 
     @property
@@ -98,13 +100,15 @@ class Engine:
     # ------------------------------------------------------------------ fit
 
     def fit(self, inputs, labels, costs=None, *, classes=None, pool_size: int | None = None,
-            tuning_state: TuningState | None = None, tune: bool = False) -> Engine:
+            tuning_state: TuningState | None = None, tune: bool = False,
+            pruning_history: list[list[float]] | None = None) -> Engine:
         """Train on labeled inputs. ``costs``: observed seconds per input (NaN unknown);
         ``classes``: the full ordered class list (default: the sorted labels seen);
         ``pool_size``: size of the unlabeled pool, which sets the selection ratio t;
         ``tuning_state``: the previous fit's ``engine.tuning_state`` (the incumbent model configuration and
         when it was tuned; default: this engine's own); ``tune``: tune now even if no tuning is due
-        (with ``tuning.enabled``)."""
+        (with ``tuning.enabled``); ``pruning_history``: the previous ranking's ``report["pruning"]["history"]``
+        (the candidates' rewards so far, with ``pruning.enabled``; default: this engine's own)."""
         started = time.perf_counter()
         source = ImageSource(inputs, "inputs")
         classes, y = check_labels(labels, len(source), classes)
@@ -114,6 +118,7 @@ class Engine:
         config, seed = self.config, self.config.seed
         self.classes = classes
         self.channels = config.model.channels or source.channels()
+        self._continue_pruning(pruning_history)
         tuning = self._tune(source, y, tuning_state if tuning_state is not None else self.tuning_state, tune)
         model_config = self.model_config
         tuned = time.perf_counter()
@@ -288,6 +293,9 @@ class Engine:
         ratio = self._ratio(outputs.size)
         candidates = normalize_candidates(self._scores(outputs), config.mixture.candidate_scores, ratio)
         weights = self._strategy_weights(outputs, candidates, source)
+        active = self._prune(outputs, candidates)
+        if active is not None:
+            weights = pruned_weights(weights, active)
         z = mixture(candidates, weights)
         benefit = calibrated_benefit(z, self.search) if self.search is not None else equal_weight_benefit(z)
         predicted = self.cost_model.predict(_project(outputs.embeddings, self.cost_basis))
@@ -310,7 +318,28 @@ class Engine:
             mean_strategy_weights={n: float(w) for n, w in
                                    zip(config.strategies, weights.mean(axis=0), strict=True)},
             candidate_scores=candidates.astype(np.float32),
+            active=active,
         )
+
+    def _continue_pruning(self, history: list[list[float]] | None) -> None:
+        """Start this fit's pruning from ``history``, or from the last ranking's when None."""
+        if history is None:
+            history = (self.report.get("pruning") or {}).get("history") or self.pruning_history
+        self.pruning_history = [list(map(float, row)) for row in history]
+
+    def _prune(self, outputs, candidates: np.ndarray) -> np.ndarray | None:
+        """The candidates active this round (pruning.py), recorded in ``report["pruning"]`` with the reward
+        history the next fit continues; None when pruning is off or there is one candidate. Ranking twice
+        gives the same decision: this round's rewards extend the history handed to the fit, not the last
+        ranking's."""
+        config = self.config
+        if not config.pruning.enabled or candidates.shape[1] < 2:
+            return None
+        counts = np.bincount(self.labeled_labels, minlength=len(self.classes))
+        rewards = class_diversity_rewards(candidates, outputs.probs.argmax(1), counts, config.batch_size)
+        decision = decide(self.pruning_history, rewards, config.pruning)
+        self.report["pruning"] = decision.to_dict(tuple(config.strategies))
+        return decision.active
 
     def _mc_samples(self) -> int:
         return self.model_config.mc_samples if needs_mc_dropout(self.config.strategies) else 0
@@ -351,7 +380,8 @@ class Engine:
         _, embeddings, losses = embed(self.model, source, self.model_config, self.channels, self.device)
         return join_vectors(embeddings, losses)
 
-    def refit(self, vectors, labels, costs=None, *, pool_size: int | None = None) -> Engine:
+    def refit(self, vectors, labels, costs=None, *, pool_size: int | None = None,
+              pruning_history: list[list[float]] | None = None) -> Engine:
         """The fast path's fit: keep the backbone (and its loss head and search), retrain the head and the
         cost model on the labeled items' cached ``vectors`` (from `vectors`, under this backbone).
         The held-out accuracy is the head's k-fold CV on those vectors (``holdout_source`` "head_cv").
@@ -367,6 +397,7 @@ class Engine:
         seconds = check_costs(costs, len(embeddings))
         if pool_size is not None and pool_size < 0:
             raise ValueError("pool_size: must be >= 0")
+        self._continue_pruning(pruning_history)
         config, model_config = self.config, self.model_config
         steps = training_steps(model_config, len(y))
         self.model.head = train_head(self.model.head, embeddings, y, model_config, steps, config.seed).to(self.device)

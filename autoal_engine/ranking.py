@@ -28,6 +28,15 @@ class Ranking:
     # (N, K) each candidate's normalized score of the item, columns as ``strategy_names``: its percentile
     # rank in [0, 1] (1 = the candidate alone would serve it first), or its 0/1 vote with candidate_scores "vote"
     candidate_scores: np.ndarray | None = None
+    # (K,) bool: the candidates in this round's mixture (pruning); None: all of them
+    active: np.ndarray | None = None
+
+    @property
+    def active_names(self) -> tuple[str, ...]:
+        """The candidates in this round's mixture (all of them without pruning)."""
+        if self.active is None:
+            return tuple(self.strategy_names)
+        return tuple(n for n, keep in zip(self.strategy_names, self.active, strict=True) if keep)
 
     @property
     def order(self) -> np.ndarray:
@@ -46,11 +55,15 @@ class Ranking:
         return self.order[:k]
 
     def top_candidates(self, index: int, k: int = 3) -> list[tuple[str, float]]:
-        """The ``k`` candidates that score pool item ``index`` highest, with their scores: why it ranks high."""
+        """The ``k`` active candidates that score pool item ``index`` highest, with their scores: why it ranks
+        high (a pruned candidate had no say in this round's order)."""
         if self.candidate_scores is None:
             return []
         scores = self.candidate_scores[index]
-        best = np.argsort(-scores, kind="stable")[:k]
+        best = np.argsort(-scores, kind="stable")
+        if self.active is not None:
+            best = best[np.asarray(self.active)[best]]
+        best = best[:k]
         return [(self.strategy_names[j], float(scores[j])) for j in best]
 
     def __len__(self) -> int:

@@ -316,7 +316,8 @@ class RetrainAndRank:
         engine = Engine(self.settings.engine_config())
         paths, labels, seconds = training_inputs(labeled)
         engine.fit(paths, labels, seconds, classes=list(interface.classes), pool_size=len(pool),
-                   tuning_state=self.tuning_state(), tune=self.asked_to_train())
+                   tuning_state=self.tuning_state(), tune=self.asked_to_train(),
+                   pruning_history=self.pruning_history())
         engine.report["engine_config"] = config_fingerprint(self.settings)
         train_seconds = time.perf_counter() - started
         started = time.perf_counter()
@@ -343,7 +344,8 @@ class RetrainAndRank:
             pool = [task for task in pool if task["id"] not in unusable]
             check_trainable(labeled, pool)
         _, labels, seconds = training_inputs(labeled)
-        engine.refit(vectors[:len(labeled)], labels, seconds, pool_size=len(pool))
+        engine.refit(vectors[:len(labeled)], labels, seconds, pool_size=len(pool),
+                     pruning_history=self.pruning_history())
         engine.report["engine_config"] = base["report"].get("engine_config")
         train_seconds = time.perf_counter() - started
         started = time.perf_counter()
@@ -380,6 +382,11 @@ class RetrainAndRank:
 
         current = self.store.current_model(self.project_id) or {}
         return TuningState.from_dict((current.get("report") or {}).get("tuning_state"))
+
+    def pruning_history(self) -> list[list[float]]:
+        """The candidates' rewards up to the current model's ranking (pruning), which this job's ranking extends."""
+        current = self.store.current_model(self.project_id) or {}
+        return ((current.get("report") or {}).get("pruning") or {}).get("history") or []
 
     def fetch_media(
         self, ls: LabelStudioClient, interface: LabelingInterface, labeled: list[dict], pool: list[dict],
