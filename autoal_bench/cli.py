@@ -38,7 +38,8 @@ SCHEMA = "autoal-bench/1"
 DEFAULT_STRATEGY_LIST = ",".join(("random", *DEFAULT_STRATEGIES, AUTOAL))
 # settings that must match for --resume / --merge to add runs to an existing results.json. The engine
 # settings that only AutoAL runs use are left out (AUTOAL_SETTINGS): each AutoAL run records its own.
-RESUME_KEYS = ("init", "batch", "budget", "test_fraction", "max_test", "cost_model", "fashion_size", "engine")
+RESUME_KEYS = ("init", "batch", "budget", "cost_aware_budget", "test_fraction", "max_test", "cost_model",
+               "fashion_size", "engine")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -55,6 +56,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="labels per round; 1 mimics Label Studio's queue")
     parser.add_argument("--budget", type=int, default=500,
                         help="total labels, initial set included (default 500)")
+    parser.add_argument("--cost-aware-budget", type=int, default=None,
+                        help="total labels of the cost-aware runs (autoal_cost), which buy cheaper labels and need "
+                             "more of them to reach the cost-blind runs' final accuracy (default: --budget)")
     parser.add_argument("--seeds", type=int, default=10, help="number of seeds (default 10)")
     parser.add_argument("--first-seed", type=int, default=0,
                         help="seeds are first-seed .. first-seed+seeds-1")
@@ -170,6 +174,7 @@ def settings_dict(args: argparse.Namespace, config: EngineConfig, seeds: list[in
         "init": args.init,
         "batch": args.batch,
         "budget": args.budget,
+        "cost_aware_budget": args.cost_aware_budget,
         "seeds": seeds,
         "test_fraction": args.test_fraction,
         "max_test": args.max_test,
@@ -264,7 +269,8 @@ def run(args: argparse.Namespace) -> Path:
     if args.seeds < 1:
         raise ValueError("--seeds must be at least 1")
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
-    replay = ReplaySettings(args.init, args.batch, args.budget, args.test_fraction, args.max_test)
+    replay = ReplaySettings(args.init, args.batch, args.budget, args.test_fraction, args.max_test,
+                            args.cost_aware_budget)
     settings = settings_dict(args, config, seeds)
     if args.resume and results_path.exists():
         results = load_previous(results_path, settings)

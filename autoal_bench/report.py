@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 
 from autoal_bench.goals import Goals
-from autoal_bench.metrics import cost_saved, first_reaching, normalized_aubc, paired
-from autoal_bench.selectors import AUTOAL, AUTOAL_NAMES, AUTOAL_SEARCH, AUTOAL_UNIFORM
+from autoal_bench.metrics import cost_saved, first_reaching, normalized_aubc, paired, paired_difference
+from autoal_bench.selectors import AUTOAL, AUTOAL_COST, AUTOAL_NAMES, AUTOAL_SEARCH, AUTOAL_UNIFORM
 from autoal_bench.tuning_report import SHALLOW, TUNED, tuning_lines
 
 logger = logging.getLogger(__name__)
@@ -165,6 +165,53 @@ def goal_check(runs: list[dict[str, Any]], goals: Goals | None = None) -> dict[s
     return check
 
 
+def cost_aware_check(grouped: dict[str, Curve]) -> dict[str, Any] | None:
+    """Cost-aware (``autoal_cost``) vs cost-blind (``autoal``) AutoAL: the annotator-seconds each needs to reach
+    the cost-blind runs' final accuracy (read off the seed-averaged curves; the cost-aware runs may run to more
+    labels, ``--cost-aware-budget``), the seconds saved, and the paired AUBC difference over the labels both
+    runs cover (at equal labels a cost-aware run is expected to be a little behind)."""
+    blind, aware = grouped.get(AUTOAL), grouped.get(AUTOAL_COST)
+    if blind is None or aware is None:
+        return None
+    target = float(blind.accuracy.mean(axis=0)[-1])
+    blind_seconds = first_reaching(blind.cost.mean(axis=0), blind.accuracy.mean(axis=0), target)
+    aware_seconds = first_reaching(aware.cost.mean(axis=0), aware.accuracy.mean(axis=0), target)
+    common = sorted(set(blind.seeds) & set(aware.seeds))
+    rounds = min(blind.labels.shape[1], aware.labels.shape[1])
+
+    def aubc(curve: Curve) -> np.ndarray:
+        rows = [curve.seeds.index(seed) for seed in common]
+        return np.array([normalized_aubc(curve.labels[i, :rounds], curve.accuracy[i, :rounds]) for i in rows])
+
+    return {
+        "target_accuracy": target,
+        "blind_seconds": blind_seconds,
+        "aware_seconds": aware_seconds,
+        "blind_final_seconds": float(blind.cost.mean(axis=0)[-1]),
+        "aware_labels": first_reaching(aware.labels.mean(axis=0), aware.accuracy.mean(axis=0), target),
+        "saved": cost_saved(aware_seconds, blind_seconds),
+        "aubc_difference": paired_difference(aubc(aware), aubc(blind)) if common else None,
+        "common_labels": int(blind.labels[0, rounds - 1]),
+    }
+
+
+def cost_aware_lines(check: dict[str, Any] | None) -> list[str]:
+    if check is None:
+        return []
+    saved = "-" if check["saved"] is None else f"{100 * check['saved']:.0f}%"
+    aware = "not reached" if check["aware_seconds"] is None else (
+        f"{check['aware_seconds']:,.0f} s ({check['aware_labels']:.0f} labels)")
+    blind = "-" if check["blind_seconds"] is None else f"{check['blind_seconds']:,.0f} s"
+    lines = [f"- Cost-aware vs cost-blind AutoAL: to reach the cost-blind final accuracy "
+             f"{check['target_accuracy']:.3f}, cost-blind {blind}, cost-aware {aware}: {saved} of the "
+             "annotator-seconds saved"]
+    diff = check["aubc_difference"]
+    if diff is not None:
+        lines.append(f"- Cost-aware - cost-blind AUBC over the first {check['common_labels']} labels: "
+                     f"{diff.mean:+.3f} ({diff.wins}/{diff.n} wins)")
+    return lines + [""]
+
+
 def fmt(value: float | None, digits: int = 3, signed: bool = False) -> str:
     if value is None:
         return "-"
@@ -283,6 +330,7 @@ def write_report(results: dict[str, Any], out_dir: Path, plots: bool = True) -> 
             lines += [f"Seeds on which every strategy finished: {seeds}; {left_out} runs of unfinished seeds are "
                       "left out of the table and plots.", ""]
         lines += markdown_table(summarize(runs)) + [""] + goal_lines(goal_check(runs, goals), goals) + [""]
+        lines += cost_aware_lines(cost_aware_check(curves(runs)))
         lines += tuning_lines(curves(runs))
         if plots:
             for path in plot_dataset(name, runs, out_dir):

@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 
 # engine settings that change only runs over several candidates (AutoAL); each such run records them. mixture and
 # holdout were part of search before the engine moved them: results files of either layout compare equal
-AUTOAL_SETTINGS = ("strategies", "mixture", "holdout", "search", "batch_diversity", "diversity_prefilter")
+AUTOAL_SETTINGS = ("strategies", "mixture", "holdout", "search", "pruning", "batch_diversity", "diversity_prefilter")
 # engine settings a run may change for itself (``--tuning on|off``): each run records them, and results files
 # that differ in them still resume and merge
 RUN_SETTINGS = ("tuning",)
@@ -80,12 +80,20 @@ class ReplaySettings:
     budget: int = 500
     test_fraction: float = 0.2
     max_test: int | None = 2000  # cap on the test set (stratified), to bound evaluation time
+    # labels of a cost-aware run (it buys cheaper labels, so it needs more of them to reach the cost-blind
+    # run's final accuracy); None: ``budget``
+    cost_aware_budget: int | None = None
+
+    def budget_for(self, selector: Selector) -> int:
+        """The labels ``selector`` runs to: ``cost_aware_budget`` for a cost-aware one, else ``budget``."""
+        return self.cost_aware_budget if selector.uses_costs and self.cost_aware_budget else self.budget
 
     def validate(self, n_items: int, n_classes: int) -> None:
         checks = [
             ("init", self.init >= 1),
             ("batch", self.batch >= 1),
             ("budget", self.budget > self.init),
+            ("cost_aware_budget", self.cost_aware_budget is None or self.cost_aware_budget > self.init),
             ("test_fraction", 0.0 < self.test_fraction < 1.0),
             ("max_test", self.max_test is None or self.max_test >= n_classes),
         ]
@@ -93,8 +101,10 @@ class ReplaySettings:
             if not ok:
                 raise ValueError(f"benchmark setting {name!r} has an invalid value")
         n_pool = n_items - self.test_size(n_items)
-        if self.budget > n_pool:
-            raise ValueError(f"benchmark setting 'budget' ({self.budget}) exceeds the pool size ({n_pool})")
+        for name in ("budget", "cost_aware_budget"):
+            value = getattr(self, name)
+            if value is not None and value > n_pool:
+                raise ValueError(f"benchmark setting {name!r} ({value}) exceeds the pool size ({n_pool})")
 
     def test_size(self, n_items: int) -> int:
         size = int(round(n_items * self.test_fraction))
@@ -167,7 +177,7 @@ def run_one(
     seed: int,
     on_round: Callable[[], None] | None = None,
 ) -> list[RoundRecord]:
-    """One (seed, strategy) run: rounds until ``protocol.budget`` labels, one record per round."""
+    """One (seed, strategy) run: rounds until ``protocol.budget_for(selector)`` labels, one record per round."""
     pool_inputs = dataset.inputs[split.pool]
     pool_labels = dataset.labels[split.pool]
     pool_costs = costs[split.pool]
@@ -178,7 +188,8 @@ def run_one(
     labeled = list(split.initial)
     is_labeled = np.zeros(len(split.pool), dtype=bool)
     is_labeled[split.initial] = True
-    selector.start(len(split.pool), split.initial.copy(), protocol.budget, seed)
+    budget = protocol.budget_for(selector)
+    selector.start(len(split.pool), split.initial.copy(), budget, seed)
     records: list[RoundRecord] = []
     round_index = 0
     tuning_state = TuningState()  # the incumbent model configuration, handed from round to round
@@ -226,7 +237,7 @@ def run_one(
         records.append(record)
         if on_round is not None:
             on_round()
-        remaining = protocol.budget - len(labeled)
+        remaining = budget - len(labeled)
         if remaining <= 0:
             break
         state = RoundState(

@@ -7,7 +7,15 @@ import pytest
 
 from autoal_bench.goals import Goals
 from autoal_bench.metrics import cost_saved, first_reaching, normalized_aubc, paired_difference
-from autoal_bench.report import complete_seeds, goal_check, goal_lines, summarize
+from autoal_bench.report import (
+    complete_seeds,
+    cost_aware_check,
+    cost_aware_lines,
+    curves,
+    goal_check,
+    goal_lines,
+    summarize,
+)
 
 
 def test_aubc_is_the_mean_height_of_the_curve() -> None:
@@ -105,3 +113,20 @@ def test_the_tuning_section_pairs_tuned_with_fixed_runs_and_measures_drops_and_t
     assert tuned["tuning_share"] == pytest.approx(3.0 / 6.0)  # 3 s of tuning, 3 rounds x 1 s of training
     assert tuned["largest_drop"] == pytest.approx(0.01) and rows["random"]["largest_drop"] == pytest.approx(0.1)
     assert any("Model floor" in line for line in tuning_lines(curves(runs)))
+
+
+def test_the_cost_aware_check_reads_the_seconds_to_the_cost_blind_final_accuracy() -> None:
+    runs = []
+    for seed in range(2):
+        runs.append(run("autoal", seed, [0.3, 0.7, 0.8]))  # 10 s a label: 0.8 at 60 labels, 600 s
+        cheap = run("autoal_cost", seed, [0.3, 0.6, 0.75, 0.8])  # 4 s a label, one round more
+        for rnd in cheap["rounds"]:
+            rnd["cost"] = 4.0 * rnd["labels"]
+        runs.append(cheap)
+    check = cost_aware_check(curves(runs))
+    assert check["target_accuracy"] == pytest.approx(0.8)
+    assert check["blind_seconds"] == pytest.approx(600.0) and check["aware_seconds"] == pytest.approx(320.0)
+    assert check["aware_labels"] == 80 and check["saved"] == pytest.approx(1 - 320 / 600)
+    assert check["common_labels"] == 60 and check["aubc_difference"].mean < 0  # behind at equal labels
+    assert "47% of the annotator-seconds saved" in "\n".join(cost_aware_lines(check))
+    assert cost_aware_check(curves([r for r in runs if r["strategy"] == "autoal"])) is None
