@@ -207,7 +207,7 @@ class CostConfig:
     clip_quantile: float = 0.95  # observed seconds above this quantile are winsorized (idle time)
     max_seconds: float = 3600.0  # anything above is treated as idle and clipped first
     ridge_alpha: float = 1.0
-    exploration: float = 0.1  # share of a budgeted batch picked cost-agnostically
+    exploration: float = 0.1  # share of the head of the queue picked by benefit alone while cost counts
     min_spearman: float = 0.2  # cross-validated rank correlation below which predicted costs are ignored
     features: int = 8  # principal components of the embedding used as cost-model features
 

@@ -10,8 +10,11 @@ ACL 2008, "Assessing the Costs of Sampling Methods in Active Learning for Annota
   predict the median exp(mu), shrink toward the observed median, and judge its own quality.
 - ``combine_known`` lets explicit per-task costs override the predictions.
 - ``priority`` orders a queue by benefit per cost**gamma (return on investment, Haertel et al.).
-- ``budgeted_batch`` fills a per-round budget of annotator-seconds (knapsack greedy with the
-  CELF best-of-two rule, Leskovec et al., KDD 2007), after a cost-agnostic exploration share.
+
+There is no knapsack over a per-round budget of annotator-seconds (spec 10.5): the backend re-ranks within
+seconds of every label (the fast path), so the budget until the next re-rank is a label or two and the
+greedy fill of such a budget is the value-per-cost order itself. The cost-agnostic exploration share of
+spec 10.6 is the head of the queue's (``Engine._queue_head``).
 """
 
 from __future__ import annotations
@@ -246,76 +249,6 @@ def priority(benefit: np.ndarray, cost: np.ndarray, gamma: float) -> np.ndarray:
     if high - low <= 0.0:
         return np.ones_like(ratio)
     return (ratio - low) / (high - low)
-
-
-def budgeted_batch(
-    benefit: np.ndarray,
-    cost: np.ndarray,
-    budget_seconds: float,
-    exploration: float = 0.1,
-    seed: int = 0,
-) -> np.ndarray:
-    """Indices to label this round, in pick order, with total cost <= ``budget_seconds`` (spec 10.5).
-
-    1. Exploration (spec 10.6, against the selection bias of a cost model that never sees expensive
-       items): items in decreasing benefit, cost ignored, until ``exploration * budget_seconds`` has
-       been spent; the last of these may cross that share, but never the whole budget (an item that
-       would exceed the budget is skipped).
-    2. The rest of the budget: knapsack greedy. Two fills of the remaining budget are built, one in
-       decreasing benefit / cost, one in decreasing benefit (unit-cost greedy); each skips items that
-       do not fit and keeps going. The one with the larger total benefit is kept, which is CELF's
-       best-of-two rule for budgeted selection with non-uniform costs (Leskovec et al., KDD 2007).
-
-    Ties are broken by a random permutation drawn from ``seed`` (not by index). Indices never repeat.
-    If no item fits the budget at all, the single item with the highest benefit is returned alone
-    (it exceeds the budget, but a round with nothing to label is worse).
-    """
-    benefit = _check_benefit(benefit)
-    cost = check_seconds(cost, len(benefit), name="cost", allow_nan=False)
-    budget = float(budget_seconds)
-    if not np.isfinite(budget) or budget <= 0.0:
-        raise ValueError(f"budget_seconds must be a finite number > 0; got {budget_seconds}")
-    if not 0.0 <= float(exploration) < 1.0:
-        raise ValueError(f"exploration must be in [0, 1); got {exploration}")
-    if len(benefit) == 0:
-        return np.zeros(0, dtype=np.int64)
-    if not (cost <= budget).any():
-        return np.array([_order(benefit, seed)[0]], dtype=np.int64)
-
-    picks: list[int] = []
-    spent = 0.0
-    share = float(exploration) * budget
-    for i in _order(benefit, seed):
-        if spent >= share:
-            break
-        if spent + cost[i] <= budget:
-            picks.append(int(i))
-            spent += cost[i]
-
-    taken = np.zeros(len(benefit), dtype=bool)
-    taken[picks] = True
-    left = budget - spent
-    by_ratio = _fill(_order(benefit / cost, seed), cost, taken, left)
-    by_benefit = _fill(_order(benefit, seed), cost, taken, left)
-    best = by_ratio if benefit[by_ratio].sum() >= benefit[by_benefit].sum() else by_benefit
-    return np.asarray(picks + best, dtype=np.int64)
-
-
-def _order(key: np.ndarray, seed: int) -> np.ndarray:
-    """Indices by decreasing key; ties in a random order drawn from ``seed``."""
-    shuffled = np.random.default_rng(seed).permutation(len(key))
-    return shuffled[np.argsort(-key[shuffled], kind="stable")]
-
-
-def _fill(order: np.ndarray, cost: np.ndarray, taken: np.ndarray, budget: float) -> list[int]:
-    """Greedy knapsack fill: walk ``order``, take every untaken item that still fits in ``budget``."""
-    chosen: list[int] = []
-    spent = 0.0
-    for i in order:
-        if not taken[i] and spent + cost[i] <= budget:
-            chosen.append(int(i))
-            spent += cost[i]
-    return chosen
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float | None:

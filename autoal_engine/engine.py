@@ -46,7 +46,13 @@ from autoal_engine.cost import CostModel
 from autoal_engine.data import ImageSource, check_costs, check_labels
 from autoal_engine.errors import NotFittedError
 from autoal_engine.head import head_cv_accuracy, head_outputs, join_vectors, split_vectors, train_head
-from autoal_engine.mixture import equal_weight_benefit, equal_weights, mixture, mixture_weights, normalize_candidates
+from autoal_engine.mixture import (
+    equal_weights,
+    expected_loss_benefit,
+    mixture,
+    mixture_weights,
+    normalize_candidates,
+)
 from autoal_engine.models import TaskModel, embed, pool_outputs, resolve_device, train_model, training_steps
 from autoal_engine.pruning import class_diversity_rewards, decide, pruned_weights
 from autoal_engine.ranking import Ranking
@@ -297,15 +303,14 @@ class Engine:
         if active is not None:
             weights = pruned_weights(weights, active)
         z = mixture(candidates, weights)
-        benefit = calibrated_benefit(z, self.search) if self.search is not None else equal_weight_benefit(z)
+        benefit = (calibrated_benefit(z, self.search) if self.search is not None
+                   else expected_loss_benefit(z, outputs.probs))
         predicted = self.cost_model.predict(_project(outputs.embeddings, self.cost_basis))
         seconds = cost_module.combine_known(predicted, known)
         gamma = self.cost_model.effective_gamma(config.cost.gamma, known)
         priority = cost_module.priority(benefit, seconds, gamma)
         if config.batch_diversity == "kmeans" and len(config.strategies) > 1:  # one candidate: its own order
-            batch = diverse_batch(priority, outputs.embeddings, config.batch_size, config.diversity_prefilter,
-                                  config.seed)
-            priority = with_batch_first(priority, batch)
+            priority = with_batch_first(priority, self._queue_head(priority, benefit, outputs.embeddings, gamma))
         return Ranking(
             priority=priority,
             informativeness=benefit,
@@ -320,6 +325,23 @@ class Engine:
             candidate_scores=candidates.astype(np.float32),
             active=active,
         )
+
+    def _queue_head(self, priority: np.ndarray, benefit: np.ndarray, embeddings: np.ndarray,
+                    gamma: float) -> np.ndarray:
+        """The diverse head of the queue (batch.py) by priority. While cost counts (gamma > 0), its first
+        ceil(exploration * b) items are a diverse batch by benefit alone, cost ignored: the cost model keeps
+        seeing slow items, which a value-per-second queue would otherwise never serve (spec 10.6)."""
+        config = self.config
+        b, prefilter, seed = config.batch_size, config.diversity_prefilter, config.seed
+        explore = math.ceil(config.cost.exploration * b) if gamma > 0 else 0
+        if explore == 0:
+            return diverse_batch(priority, embeddings, b, prefilter, seed)
+        blind = diverse_batch(benefit, embeddings, explore, prefilter, seed)
+        rest = np.setdiff1d(np.arange(len(priority)), blind)
+        if len(rest) == 0:
+            return blind
+        aware = rest[diverse_batch(priority[rest], embeddings[rest], b - len(blind), prefilter, seed)]
+        return np.concatenate([blind, aware])
 
     def _continue_pruning(self, history: list[list[float]] | None) -> None:
         """Start this fit's pruning from ``history``, or from the last ranking's when None."""

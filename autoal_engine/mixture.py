@@ -7,7 +7,7 @@ For pool item i and candidate strategy k with raw score s_ik (higher = label fir
     pi_i = (1/K, ..., 1/K)                                               (equal weights, the default)
            or softmax_k(SearchNet(meta_i)) / its raw logits               (the AutoAL search, ``search.py``)
     z_i  = sum_k pi_ik r_ik
-    benefit_i = z_i                                                      (equal weights)
+    benefit_i = g(z_i), the pool's expected loss at mixture score z      (equal weights, ``expected_loss_benefit``)
               = g(z_i), the search's calibrated expected loss             (``search.calibrated_benefit``)
 
 Rank normalization makes scores of different scales comparable (spec section 7.2); with equal weights z is
@@ -64,7 +64,22 @@ def mixture(candidates: np.ndarray, weights: np.ndarray) -> np.ndarray:
     return mixture_scores(torch.from_numpy(candidates), torch.from_numpy(weights)).numpy().astype(np.float64)
 
 
-def equal_weight_benefit(z: np.ndarray) -> np.ndarray:
-    """The benefit without the search: z itself, shifted up only if some z < 0 (benefit must be >= 0 for
-    the value-per-cost priority; rank averages are never negative, raw-logit mixtures can be)."""
-    return z - min(0.0, float(z.min()))
+def expected_loss_benefit(z: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """The benefit without the search: a ratio-scale value of each item, so that dividing it by seconds is
+    value per second (spec 10.2: never divide percentile ranks by cost).
+
+        g = isotonic regression (non-decreasing) of the model's expected 0-1 loss 1 - max_c p_ic on z
+        benefit_i = g(z_i) + 0.05 * mean(g) * (z_i - min z) / (max z - min z) + 1e-12
+
+    g(z) is the mean expected loss of the pool's items with a mixture score near z, the equal-weight
+    counterpart of the search's isotonic calibration (`search.calibrated_benefit`); the small strictly
+    increasing term keeps z's order where g is flat, so with cost ignored the queue is z's order exactly."""
+    from sklearn.isotonic import IsotonicRegression
+
+    z = np.asarray(z, dtype=np.float64)
+    loss = 1.0 - np.asarray(probs, dtype=np.float64).max(axis=1)
+    if len(z) < 2 or np.ptp(z) <= 0:
+        return np.full(len(z), float(loss.mean()) if len(z) else 0.0) + 1e-12
+    g = IsotonicRegression(increasing=True, out_of_bounds="clip").fit(z, loss).predict(z)
+    spread = (z - z.min()) / np.ptp(z)
+    return np.maximum(g, 0.0) + 0.05 * max(float(g.mean()), 1e-6) * spread + 1e-12

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from autoal_engine.config import CostConfig
-from autoal_engine.cost import CostModel, budgeted_batch, combine_known, priority, spearman
+from autoal_engine.cost import CostModel, combine_known, priority, spearman
 
 
 def learnable_costs(n: int, seed: int, slope: float = 0.8, noise: float = 0.2) -> tuple[np.ndarray, ...]:
@@ -186,68 +186,4 @@ def test_bad_input_raises_value_error_naming_the_field():
     with pytest.raises(ValueError, match="gamma"):
         priority(np.array([0.1, 0.2]), np.array([1.0, 2.0]), 1.5)
     with pytest.raises(ValueError, match="benefit"):
-        budgeted_batch(np.array([np.nan, 1.0]), np.array([1.0, 2.0]), 10.0)
-    with pytest.raises(ValueError, match="budget_seconds"):
-        budgeted_batch(np.array([0.5, 1.0]), np.array([1.0, 2.0]), 0.0)
-    with pytest.raises(ValueError, match="exploration"):
-        budgeted_batch(np.array([0.5, 1.0]), np.array([1.0, 2.0]), 10.0, exploration=1.0)
-
-
-# --- budgeted batch -------------------------------------------------------------------------------------
-
-
-def test_budgeted_batch_respects_budget_and_returns_unique_indices():
-    rng = np.random.default_rng(13)
-    benefit = rng.uniform(0.0, 1.0, size=300)
-    cost = rng.lognormal(np.log(10.0), 0.7, size=300)
-    for budget in (15.0, 100.0, 777.0):
-        picks = budgeted_batch(benefit, cost, budget, exploration=0.1, seed=2)
-        assert len(picks) > 0 and len(np.unique(picks)) == len(picks)
-        assert cost[picks].sum() <= budget
-        # nothing left out would still fit
-        left = np.setdiff1d(np.arange(300), picks)
-        assert cost[left].min() > budget - cost[picks].sum()
-
-
-def test_budgeted_batch_prefers_value_per_cost():
-    benefit = np.array([1.0, 0.9, 0.8, 0.3, 0.3, 0.3, 0.3])
-    cost = np.array([50.0, 50.0, 50.0, 10.0, 10.0, 10.0, 10.0])
-    picks = budgeted_batch(benefit, cost, 50.0, exploration=0.0)
-    assert sorted(picks.tolist()) == [3, 4, 5, 6]  # 1.2 of benefit in 40 s beats 1.0 in 50 s
-
-
-def test_budgeted_batch_keeps_the_better_of_ratio_and_benefit_greedy():
-    # ratio greedy takes the cheap item first and then cannot afford the big one (CELF's bad case)
-    benefit = np.array([0.2, 5.0])
-    cost = np.array([1.0, 50.0])
-    assert budgeted_batch(benefit, cost, 50.0, exploration=0.0).tolist() == [1]
-
-
-def test_budgeted_batch_reserves_the_exploration_share():
-    # the highest-benefit items are slow; pure value-per-cost never picks them
-    benefit = np.array([1.0, 0.95] + [0.5] * 40)
-    cost = np.array([40.0, 40.0] + [5.0] * 40)
-    budget = 200.0
-    greedy = budgeted_batch(benefit, cost, budget, exploration=0.0)
-    assert 0 not in greedy and 1 not in greedy
-    picks = budgeted_batch(benefit, cost, budget, exploration=0.3)
-    assert picks[:2].tolist() == [0, 1]  # 0.3 * 200 = 60 s spent first on the best items, cost ignored
-    assert cost[picks[:2]].sum() >= 0.3 * budget
-    assert cost[picks].sum() <= budget and len(np.unique(picks)) == len(picks)
-    assert len(picks) == 2 + 24  # the remaining 120 s go to the cheap items
-
-
-def test_budgeted_batch_item_alone_over_budget_returns_best_item():
-    picks = budgeted_batch(np.array([0.1, 0.9, 0.5]), np.array([30.0, 40.0, 35.0]), 10.0)
-    assert picks.tolist() == [1]
-    assert budgeted_batch(np.zeros(0), np.zeros(0), 10.0).tolist() == []
-
-
-def test_budgeted_batch_ties_are_broken_by_seed_not_index():
-    benefit = np.ones(50)
-    cost = np.ones(50)
-    first = {tuple(budgeted_batch(benefit, cost, 5.0, exploration=0.0, seed=s)) for s in range(5)}
-    assert len(first) > 1
-    np.testing.assert_array_equal(
-        budgeted_batch(benefit, cost, 5.0, seed=3), budgeted_batch(benefit, cost, 5.0, seed=3)
-    )
+        priority(np.array([np.nan, 1.0]), np.array([1.0, 2.0]), 1.0)

@@ -7,6 +7,7 @@ import os
 import numpy as np
 import pytest
 from PIL import Image
+from scipy.stats import spearmanr
 
 from autoal_engine.engine import Engine
 from autoal_engine.strategies import percentile_rank
@@ -101,7 +102,9 @@ def test_uniform_mixture_ranks_by_the_rank_average(split):
     p = np.sort(ranking.probabilities.astype(np.float64), axis=1)
     ent = -(ranking.probabilities * np.log(np.clip(ranking.probabilities, 1e-12, 1))).sum(1)
     average = (percentile_rank(ent) + percentile_rank(-(p[:, -1] - p[:, -2])) + percentile_rank(1 - p[:, -1])) / 3
-    assert np.corrcoef(ranking.priority, average)[0, 1] > 0.999
+    # the priority is the expected loss at that rank average (a ratio scale), in the rank average's order
+    assert spearmanr(ranking.priority, average).statistic > 0.9999  # the same order, up to float32 ties
+    assert ranking.priority[np.argmax(average)] == pytest.approx(1.0)
     assert np.allclose(ranking.strategy_weights, 1 / 3)
 
 
@@ -145,6 +148,25 @@ def test_costs_change_the_order_only_through_gamma(split):
     assert np.array_equal(blind.order, np.argsort(-blind.informativeness, kind="stable"))
     assert costly.priority[:50].mean() < blind.priority[:50].mean()
     assert np.array_equal(costly.predicted_cost, known)
+
+
+def test_while_cost_counts_the_head_of_the_queue_keeps_a_cost_blind_exploration_share(split):
+    """Value per second avoids slow items; the first ceil(exploration * b) of the head are picked by benefit
+    alone (a diverse batch, cost ignored), so slow informative items are still served and timed."""
+    x, y, pool, _ = split
+    config = fast_config(enabled=False)
+    config.batch_size, config.cost.gamma, config.cost.exploration = 20, 1.0, 0.1
+    engine = Engine(config).fit(x, y)
+    blind = engine.rank(pool)
+    known = np.full(len(pool), 5.0)
+    known[blind.order[:100]] = 500.0  # the 100 most informative items are a hundred times as slow
+    ranking = engine.rank(pool, known_costs=known)
+    head = ranking.order[:20]
+    assert (known[head[:2]] == 500.0).all()  # the exploration share: 2 of 20, chosen as if cost were uniform
+    assert (known[head[2:]] == 5.0).all()  # the rest by value per second
+    assert set(head[:2]) <= set(blind.order[:20 * config.diversity_prefilter])
+    config.cost.exploration = 0.0
+    assert (known[Engine(config).fit(x, y).rank(pool, known_costs=known).order[:20]] == 5.0).all()
 
 
 def test_accepts_file_paths_rgb_and_other_sizes(tmp_path, split):

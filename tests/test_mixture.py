@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from autoal_engine.mixture import (
-    equal_weight_benefit,
     equal_weights,
+    expected_loss_benefit,
     mixture,
     mixture_scores,
     mixture_weights,
@@ -44,7 +44,6 @@ def test_equal_weights_and_their_mixture_are_the_rank_average():
     assert weights.shape == (30, 3) and weights.dtype == np.float32 and np.allclose(weights, 1 / 3)
     z = mixture(candidates, weights)
     assert z.dtype == np.float64 and np.allclose(z, candidates.mean(axis=1), atol=1e-6)
-    assert np.array_equal(equal_weight_benefit(z), z)  # rank averages are >= 0: the benefit is z itself
 
 
 def test_softmax_weights_sum_to_one_and_logits_pass_through():
@@ -53,6 +52,18 @@ def test_softmax_weights_sum_to_one_and_logits_pass_through():
     assert torch.equal(mixture_weights(logits, "logits"), logits)
 
 
-def test_a_negative_mixture_is_shifted_to_a_nonnegative_benefit():
-    benefit = equal_weight_benefit(np.array([-0.5, 0.0, 1.0]))
-    assert benefit.tolist() == pytest.approx([0.0, 0.5, 1.5])
+def test_the_equal_weight_benefit_is_the_expected_loss_at_that_score_and_keeps_the_order_of_z():
+    rng = np.random.default_rng(0)
+    z = rng.random(500)
+    confident = 0.55 + 0.45 * (1 - z) ** 2  # the max probability falls as z grows, with noise around it
+    top = np.clip(confident + rng.normal(0, 0.05, 500), 0.1, 1.0)
+    probs = np.stack([top, 1 - top], axis=1)
+    benefit = expected_loss_benefit(z, probs)
+    assert np.array_equal(np.argsort(-benefit, kind="stable"), np.argsort(-z, kind="stable"))
+    assert (benefit > 0).all()
+    high, low = benefit[z > 0.9].mean(), benefit[z < 0.1].mean()
+    assert high == pytest.approx((1 - top[z > 0.9]).mean(), abs=0.03)  # a ratio scale: the expected loss
+    assert high > 5 * low
+    assert expected_loss_benefit(np.full(3, 0.5), probs[:3]).tolist() == pytest.approx([(1 - top[:3]).mean()] * 3)
+
+
