@@ -85,17 +85,33 @@ def project_view(store: Store, project_id: int, min_spearman: float | None = Non
         "errors": [job for job in jobs if job["status"] == "failed"][:5],
         "learning_curve": Markup(plots.learning_curve_svg(models) or ""),
         "strategy_weights": Markup(plots.strategy_weights_svg(models) or ""),
+        "pruning": pruning_summary((latest.get("report") or {}).get("pruning")),
         "cost_plot": Markup(plots.cost_svg(costs) or ""),
         "model_configs": tuning_view.config_rows(models),
         "tuning": tuning_view.last_tuning(models),
     }
 
 
+def pruning_summary(pruning: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The latest ranking's candidate pruning: the active candidates and the pruned ones, each with this
+    round's class-diversity reward, best first; None without pruning."""
+    if not pruning or not pruning.get("names"):
+        return None
+    rewards = pruning.get("rewards") or {}
+    active = set(pruning.get("active") or [])
+    ranked = sorted(pruning["names"], key=lambda name: -float(rewards.get(name) or 0.0))
+    return {
+        "active": [(name, rewards.get(name)) for name in ranked if name in active],
+        "pruned": [(name, rewards.get(name)) for name in ranked if name not in active],
+        "rounds": len(pruning.get("history") or []),
+    }
+
+
 def _queue_row(row: dict[str, Any]) -> dict[str, Any]:
     """A queue row with its "why": the candidates that rank the task highest ("margin: top 1%") and, when
-    the weights are learned (not all equal), the three largest weights."""
+    the weights are learned (the active candidates' weights not all equal), the three largest weights."""
     weights = sorted((row.get("strategy_weights") or {}).items(), key=lambda item: -item[1])
-    values = [weight for _, weight in weights]
+    values = [weight for _, weight in weights if weight > 0]  # a pruned candidate has weight 0
     learned = bool(values) and max(values) - min(values) > 1e-6
     return {
         **row,
@@ -285,6 +301,12 @@ PAGE = """<!doctype html>
     <div class="card" id="strategy-weights-{{ v.project_id }}">
       {% if v.strategy_weights %}{{ v.strategy_weights }}
       {% else %}<p class="empty">Strategy weights: no model yet.</p>{% endif %}
+      {% if v.pruning %}<p class="muted" id="pruning-{{ v.project_id }}">Candidates in this round's mixture
+        (pruning, class-diversity reward over {{ v.pruning.rounds }} rounds):
+        {% for name, reward in v.pruning.active %}{{ name }} {{ number(reward) }}{{ ", " if not loop.last }}
+        {%- endfor %}.
+        {% if v.pruning.pruned %}Pruned: {% for name, reward in v.pruning.pruned %}{{ name }}
+        {{ number(reward) }}{{ ", " if not loop.last }}{% endfor %}.{% endif %}</p>{% endif %}
     </div>
     <div class="card" id="cost-model-{{ v.project_id }}">
       {% if v.cost_plot %}{{ v.cost_plot }}

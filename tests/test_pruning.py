@@ -153,3 +153,35 @@ def test_a_backend_job_continues_the_current_models_reward_history(digits, tmp_p
     following = Engine(config).fit(images[:60], labels[:60], pool_size=180, pruning_history=job.pruning_history())
     following.rank(images[300:480])
     assert len(following.report["pruning"]["history"]) == 2
+
+
+def test_the_status_page_names_the_active_and_the_pruned_candidates(digits, tmp_path):
+    import base64
+    import re
+
+    from ls_backend.app import create_app
+    from ls_backend.jobs import ranking_rows
+    from ls_backend.settings import Settings
+
+    images, labels = digits
+    config = fast_config()
+    config.strategies = (ONE_CLASS, "margin")
+    config.pruning = PruningConfig(enabled=True, warmup=1, min_active=1)
+    history = [[0.01, 0.4], [0.02, 0.5]]
+    engine = Engine(config).fit(images[:60], labels[:60], pool_size=200, pruning_history=history)
+    ranking = engine.rank(images[300:500])
+    assert ranking.active_names == ("margin",)
+    app = create_app(Settings(model_dir=tmp_path, basic_auth_user="ml", basic_auth_pass="pw",
+                              patch_webhook_auth=False), start_runner=False)
+    store = app.extensions["autoal"].store
+    store.commit_model(1, {"model_version": store.reserve_version(1), "checkpoint": "/unused", "n_labels": 60,
+                           "n_pool": 200, "report": engine.report, "strategy_weights": ranking.mean_strategy_weights},
+                       ranking_rows(list(range(1000, 1200)), ranking))
+    auth = {"Authorization": "Basic " + base64.b64encode(b"ml:pw").decode()}
+    html = app.test_client().get("/?project=1", headers=auth).get_data(as_text=True)
+    line = " ".join(re.search(r'id="pruning-1">(.*?)</p>', html, re.S).group(1).split())
+    reward = engine.report["pruning"]["rewards"]
+    assert f"over 3 rounds): margin {reward['margin']:.2f}." in line
+    assert f"Pruned: {ONE_CLASS} {reward[ONE_CLASS]:.2f}." in line
+    first = re.search(r'<tr data-task="\d+">(.*?)</tr>', html, re.S).group(1)
+    assert "margin: top" in first and ONE_CLASS not in first  # the why names only active candidates
