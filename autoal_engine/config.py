@@ -181,7 +181,7 @@ class TuningConfig:
     stratified k-fold CV of the labeled set, and guarded adoption (a challenger must beat the incumbent by
     more than its CV standard error)."""
 
-    enabled: bool = False  # off: every fit trains ``model`` as configured
+    enabled: bool = True  # tune when due (docs/tuning.md: the rule held on fresh seeds); off: the fixed ``model``
     # seconds of one tuning: CPU seconds of the process on a CPU (the same work on an idle or a busy machine),
     # wall seconds on CUDA; the incumbent is always evaluated first
     budget_seconds: float = 20.0

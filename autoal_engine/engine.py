@@ -534,7 +534,9 @@ class Engine:
         state = torch.load(path, map_location="cpu", weights_only=True)
         if state.get("format") != FORMAT_VERSION:
             raise ValueError(f"directory: unsupported checkpoint format {state.get('format')!r}")
-        config = EngineConfig.from_dict(state["config"])
+        saved = dict(state["config"])
+        saved.setdefault("tuning", {"enabled": False})  # saved before the tuning existed: the fixed recipe
+        config = EngineConfig.from_dict(saved)
         if config.model.device.startswith("cuda") and not torch.cuda.is_available():
             config.model.device = "auto"
         engine = cls(config)

@@ -28,6 +28,7 @@ def fast_config(**search) -> EngineConfig:
     config.model.mc_samples = 5
     config.holdout.fitnet_steps = 30
     config.search.iterations = 40
+    config.tuning.enabled = False  # the fixed recipe: a tuning takes its budget of seconds (tests/test_tuning.py)
     for key, value in search.items():
         setattr(config.search, key, value)
     return config

@@ -49,6 +49,7 @@ SMALL_ENGINE = {
     "model": {"image_size": 16, "train_steps": 100, "mc_samples": 8},
     "holdout": {"fitnet_steps": 40},
     "search": {"iterations": 40},
+    "tuning": {"enabled": False},  # the fixed recipe; test_tuning_backend.py covers the tuning in the backend
 }
 BASIC_USER, BASIC_PASS = "autoal", "integration-secret"
 UPLOAD_BATCH = 50  # LS (Django) refuses more than 100 files per request
