@@ -19,7 +19,15 @@ import numpy as np
 
 from autoal_bench.goals import Goals
 from autoal_bench.metrics import cost_saved, first_reaching, normalized_aubc, paired, paired_difference
-from autoal_bench.selectors import AUTOAL, AUTOAL_COST, AUTOAL_NAMES, AUTOAL_SEARCH, AUTOAL_UNIFORM
+from autoal_bench.selectors import (
+    AUTOAL,
+    AUTOAL_COST,
+    AUTOAL_NAMES,
+    AUTOAL_PRUNED,
+    AUTOAL_PRUNED_SEARCH,
+    AUTOAL_SEARCH,
+    AUTOAL_UNIFORM,
+)
 from autoal_bench.tuning_report import SHALLOW, TUNED, tuning_lines
 
 logger = logging.getLogger(__name__)
@@ -162,6 +170,8 @@ def goal_check(runs: list[dict[str, Any]], goals: Goals | None = None) -> dict[s
         check["vs_uniform"] = paired(autoal, grouped[AUTOAL_UNIFORM])
     if AUTOAL_SEARCH in grouped:  # the same candidates with learned weights
         check["vs_search"] = paired(autoal, grouped[AUTOAL_SEARCH])
+    if AUTOAL_PRUNED in grouped:  # equal weights over the candidates the pruning keeps
+        check["vs_pruned"] = paired(autoal, grouped[AUTOAL_PRUNED])
     return check
 
 
@@ -279,7 +289,8 @@ def goal_lines(check: dict[str, Any] | None, goals: Goals | None = None) -> list
             f"paired {fmt(vs.mean, signed=True)} ({vs.wins}/{vs.n} wins)"
         )
     for key, name, what in (("vs_uniform", AUTOAL_UNIFORM, "equal weights (search off)"),
-                            ("vs_search", AUTOAL_SEARCH, "learned weights (AutoAL search on)")):
+                            ("vs_search", AUTOAL_SEARCH, "learned weights (AutoAL search on)"),
+                            ("vs_pruned", AUTOAL_PRUNED, "candidate pool pruned each round")):
         if key in check:
             vs = check[key]
             lines.append(f"- AutoAL vs the same candidates with {what}, `{name}`: paired "
@@ -342,8 +353,9 @@ def write_report(results: dict[str, Any], out_dir: Path, plots: bool = True) -> 
 
 
 def plot_dataset(name: str, runs: list[dict[str, Any]], out_dir: Path) -> list[Path]:
-    """Accuracy vs labels and vs cumulative cost (mean +- std bands), and the mean learned strategy weights
-    per round of ``autoal`` (when its search is on) or else ``autoal_search``."""
+    """Accuracy vs labels and vs cumulative cost (mean +- std bands); the mean learned strategy weights per
+    round of ``autoal`` (when its search is on) or else ``autoal_search`` (``<name>_autoal_weights.png``); and
+    those of the pruned runs, where a pruned candidate's weight is 0 (``<name>_<strategy>_weights.png``)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -372,8 +384,10 @@ def plot_dataset(name: str, runs: list[dict[str, Any]], out_dir: Path) -> list[P
         plt.close(figure)
         paths.append(path)
     learned = [n for n in (AUTOAL, AUTOAL_SEARCH) if n in grouped and any(any(w) for w in grouped[n].weights)]
-    if learned:
-        learner = grouped[learned[0]]
+    pruned = [n for n in (AUTOAL_PRUNED, AUTOAL_PRUNED_SEARCH)
+              if n in grouped and any(any(w) for w in grouped[n].weights)]
+    for plotted, file_name in [*[(n, "autoal") for n in learned[:1]], *[(n, n) for n in pruned]]:
+        learner = grouped[plotted]
         names = sorted({k for seed in learner.weights for rnd in seed for k in rnd})
         rounds = len(learner.weights[0]) - 1  # the last round has no query
         weights = np.array([[[seed[r].get(k, np.nan) for k in names] for r in range(rounds)]
@@ -385,10 +399,10 @@ def plot_dataset(name: str, runs: list[dict[str, Any]], out_dir: Path) -> list[P
             axis.plot(x, mean[:, number], label=strategy, color=colors(number % 20), lw=1.5)
         axis.set_xlabel("labels when the batch was chosen")
         axis.set_ylabel("mean strategy weight")
-        axis.set_title(f"{name}: {learned[0]}'s mean learned strategy weight per round (mean over seeds)")
+        axis.set_title(f"{name}: {plotted}'s mean strategy weight per round (mean over seeds)")
         axis.grid(alpha=0.3)
         axis.legend(fontsize=7, ncol=2)
-        path = out_dir / f"{name}_autoal_weights.png"
+        path = out_dir / f"{name}_{file_name}_weights.png"
         figure.savefig(path, dpi=110, bbox_inches="tight")
         plt.close(figure)
         paths.append(path)

@@ -130,3 +130,17 @@ def test_the_cost_aware_check_reads_the_seconds_to_the_cost_blind_final_accuracy
     assert check["common_labels"] == 60 and check["aubc_difference"].mean < 0  # behind at equal labels
     assert "47% of the annotator-seconds saved" in "\n".join(cost_aware_lines(check))
     assert cost_aware_check(curves([r for r in runs if r["strategy"] == "autoal"])) is None
+
+
+def test_the_goal_check_compares_autoal_with_its_pruned_variant(tmp_path) -> None:
+    from autoal_bench.report import plot_dataset
+
+    runs = []
+    for seed in range(2):
+        runs.append(run("autoal", seed, [0.3, 0.6, 0.7]))
+        runs.append(run("autoal_pruned", seed, [0.3, 0.7, 0.8], {"margin": 0.5, "badge": 0.5, "entropy": 0.0}))
+    check = goal_check(runs)
+    assert check["vs_pruned"].mean < 0 and check["vs_pruned"].wins == 0  # autoal - pruned
+    assert "candidate pool pruned each round, `autoal_pruned`: paired -0.075" in "\n".join(goal_lines(check))
+    names = [path.name for path in plot_dataset("toy", runs, tmp_path)]
+    assert "toy_autoal_pruned_weights.png" in names
