@@ -169,6 +169,19 @@ def test_while_cost_counts_the_head_of_the_queue_keeps_a_cost_blind_exploration_
     assert (known[Engine(config).fit(x, y).rank(pool, known_costs=known).order[:20]] == 5.0).all()
 
 
+def test_a_constant_cost_leaves_the_cost_aware_ranking_exactly_the_cost_blind_one(split):
+    """The bench's constant cost model: every label takes 10 s, so the cost model has nothing to predict (no
+    rank correlation), gamma falls to 0, and cost-aware AutoAL serves exactly what cost-blind serves."""
+    x, y, pool, _ = split
+    config = fast_config(enabled=False)
+    aware = Engine(config).fit(x, y, costs=np.full(len(y), 10.0))
+    assert aware.cost_model.effective_gamma(config.cost.gamma) == 0.0
+    blind_config = fast_config(enabled=False)
+    blind_config.cost.gamma = 0.0
+    blind = Engine(blind_config).fit(x, y)
+    assert np.array_equal(aware.rank(pool).order, blind.rank(pool).order)
+
+
 def test_accepts_file_paths_rgb_and_other_sizes(tmp_path, split):
     x, y, _, _ = split
     paths = []
