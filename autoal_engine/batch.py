@@ -7,8 +7,7 @@ duplicates (the most confusing region of the embedding space), which is why the 
 
     M   = the top beta * b items by priority p                  (prefilter, beta = ``prefilter``)
     k-means with b clusters on the embeddings h of M, each item weighted by p_i
-    pick, in every cluster, the member nearest to its centroid (``pick="centroid"``), or the member of
-        highest p (``pick="priority"``: with value per second, the cheapest informative item of the region)
+    pick, in every cluster, the member nearest to its centroid
     order the b picks by p (highest first); they head the queue, the rest follow in the order of p.
 
 b is the number of labels expected before the next re-rank (``EngineConfig.batch_size``).
@@ -21,10 +20,8 @@ from sklearn.cluster import KMeans
 
 
 def diverse_batch(priority: np.ndarray, embeddings: np.ndarray, batch_size: int, prefilter: int,
-                  seed: int, pick: str = "centroid") -> np.ndarray:
+                  seed: int) -> np.ndarray:
     """Indices of the diverse batch (at most ``batch_size``), highest priority first."""
-    if pick not in ("centroid", "priority"):
-        raise ValueError(f"pick: expected 'centroid' or 'priority', got {pick!r}")
     priority = np.asarray(priority, dtype=np.float64)
     if len(priority) != len(embeddings):
         raise ValueError("embeddings: one row per priority is required")
@@ -39,8 +36,7 @@ def diverse_batch(priority: np.ndarray, embeddings: np.ndarray, batch_size: int,
     weights = priority[shortlist] + 1e-6
     kmeans = KMeans(clusters, n_init=1, random_state=seed).fit(points, sample_weight=weights)
     distance = np.linalg.norm(points - kmeans.cluster_centers_[kmeans.labels_], axis=1)
-    key = distance if pick == "centroid" else -priority[shortlist]
-    picks = [np.flatnonzero(kmeans.labels_ == c)[np.argmin(key[kmeans.labels_ == c])]
+    picks = [np.flatnonzero(kmeans.labels_ == c)[np.argmin(distance[kmeans.labels_ == c])]
              for c in range(clusters) if (kmeans.labels_ == c).any()]
     picks = shortlist[np.array(picks)]
     return picks[np.argsort(-priority[picks], kind="stable")]

@@ -330,9 +330,7 @@ class Engine:
                     gamma: float) -> np.ndarray:
         """The diverse head of the queue (batch.py) by priority. While cost counts (gamma > 0), its first
         ceil(exploration * b) items are a diverse batch by benefit alone, cost ignored: the cost model keeps
-        seeing slow items, which a value-per-second queue would otherwise never serve (spec 10.6); the rest
-        take from each region the item of most value per second, not the one nearest its centre (which
-        ignores cost)."""
+        seeing slow items, which a value-per-second queue would otherwise never serve (spec 10.6)."""
         config = self.config
         b, prefilter, seed = config.batch_size, config.diversity_prefilter, config.seed
         explore = math.ceil(config.cost.exploration * b) if gamma > 0 else 0
@@ -342,8 +340,7 @@ class Engine:
         rest = np.setdiff1d(np.arange(len(priority)), blind)
         if len(rest) == 0:
             return blind
-        aware = rest[diverse_batch(priority[rest], embeddings[rest], b - len(blind), prefilter, seed,
-                                   pick="priority")]
+        aware = rest[diverse_batch(priority[rest], embeddings[rest], b - len(blind), prefilter, seed)]
         return np.concatenate([blind, aware])
 
     def _continue_pruning(self, history: list[list[float]] | None) -> None:

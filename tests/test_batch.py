@@ -27,19 +27,6 @@ def test_the_batch_covers_every_cluster_of_the_shortlist():
     assert set(top5 // 40) == {0}  # the plain top-b would all come from blob 0
 
 
-def test_pick_priority_takes_each_clusters_best_item_instead_of_its_centre():
-    priority, embeddings = blobs()
-    best = diverse_batch(priority, embeddings, batch_size=5, prefilter=40, seed=0, pick="priority")
-    central = diverse_batch(priority, embeddings, batch_size=5, prefilter=40, seed=0)
-    assert sorted(best // 40) == [0, 1, 2, 3, 4]  # still one item per blob
-    for blob in range(5):
-        members = np.arange(blob * 40, blob * 40 + 40)
-        assert best[best // 40 == blob][0] == members[np.argmax(priority[members])]
-    assert priority[best].sum() >= priority[central].sum()
-    with pytest.raises(ValueError, match="pick"):
-        diverse_batch(priority, embeddings, batch_size=5, prefilter=40, seed=0, pick="nearest")
-
-
 def test_the_shortlist_limits_the_batch_to_high_priorities():
     priority, embeddings = blobs()
     batch = diverse_batch(priority, embeddings, batch_size=5, prefilter=8, seed=0)
