@@ -197,7 +197,6 @@ def cost_aware_check(grouped: dict[str, Curve]) -> dict[str, Any] | None:
         "target_accuracy": target,
         "blind_seconds": blind_seconds,
         "aware_seconds": aware_seconds,
-        "blind_final_seconds": float(blind.cost.mean(axis=0)[-1]),
         "aware_labels": first_reaching(aware.labels.mean(axis=0), aware.accuracy.mean(axis=0), target),
         "saved": cost_saved(aware_seconds, blind_seconds),
         "aubc_difference": paired_difference(aubc(aware), aubc(blind)) if common else None,
@@ -341,8 +340,9 @@ def write_report(results: dict[str, Any], out_dir: Path, plots: bool = True) -> 
             lines += [f"Seeds on which every strategy finished: {seeds}; {left_out} runs of unfinished seeds are "
                       "left out of the table and plots.", ""]
         lines += markdown_table(summarize(runs)) + [""] + goal_lines(goal_check(runs, goals), goals) + [""]
-        lines += cost_aware_lines(cost_aware_check(curves(runs)))
-        lines += tuning_lines(curves(runs))
+        grouped = curves(runs)
+        lines += cost_aware_lines(cost_aware_check(grouped))
+        lines += tuning_lines(grouped)
         if plots:
             for path in plot_dataset(name, runs, out_dir):
                 lines.append(f"![{path.stem}]({path.name})")

@@ -76,7 +76,7 @@ class EngineSelector:
         if config.search.enabled or config.pruning.enabled:  # learned or pruned weights (equal ones say nothing)
             weights = ranking.mean_strategy_weights.items()
             extra["mean_strategy_weights"] = {name: round(float(w), 5) for name, w in weights}
-        if config.pruning.enabled and len(config.strategies) > 1:
+        if ranking.active is not None:  # pruning ran (it is on and there are several candidates)
             extra["active_candidates"] = list(ranking.active_names)
         return picks, extra
 

@@ -380,13 +380,15 @@ class RetrainAndRank:
         """The current model's tuning state (its incumbent configuration), handed to the next fit."""
         from autoal_engine.tuning import TuningState
 
-        current = self.store.current_model(self.project_id) or {}
-        return TuningState.from_dict((current.get("report") or {}).get("tuning_state"))
+        return TuningState.from_dict(self.current_report().get("tuning_state"))
 
     def pruning_history(self) -> list[list[float]]:
         """The candidates' rewards up to the current model's ranking (pruning), which this job's ranking extends."""
-        current = self.store.current_model(self.project_id) or {}
-        return ((current.get("report") or {}).get("pruning") or {}).get("history") or []
+        return (self.current_report().get("pruning") or {}).get("history") or []
+
+    def current_report(self) -> dict[str, Any]:
+        """The engine report of the project's current model ({} before the first): what a job carries on."""
+        return (self.store.current_model(self.project_id) or {}).get("report") or {}
 
     def fetch_media(
         self, ls: LabelStudioClient, interface: LabelingInterface, labeled: list[dict], pool: list[dict],
