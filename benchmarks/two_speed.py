@@ -1,6 +1,7 @@
 """Two-speed retraining against a real Label Studio 1.23.2 on this machine; prints one JSON object.
 
-    .venv/bin/python benchmarks/two_speed.py [--tasks 2000] [--labels 30] [--rounds 30] [--out FILE]
+    .venv/bin/python benchmarks/two_speed.py [--tasks 2000] [--labels 30] [--rounds 30] [--no-efficient-import]
+        [--out FILE]
 
 A project of `--tasks` digit images (scikit-learn's bundled digits, 32x32 PNG, each shifted and lightly
 noised so that every file is distinct) served to LS by a static file server on 127.0.0.1 (imported as
@@ -46,6 +47,7 @@ sys.path.insert(0, str(REPO))
 from benchmarks.backend_latency import percentile  # noqa: E402
 from tests.integration.conftest import (  # noqa: E402 - the same service helpers as the integration tests
     CLASSES,
+    EFFICIENT_IMPORT_FLAG,
     LABEL_CONFIG,
     annotate,
     connect_backend,
@@ -158,7 +160,9 @@ def summary(values: list[float]) -> dict[str, float]:
 def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     results: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                                            "load_average_at_start": [round(x, 2) for x in os.getloadavg()]}}
-    ls_process, ls = start_label_studio(workdir / "label-studio")
+    flags = {EFFICIENT_IMPORT_FLAG: "true"} if args.efficient_import else {}
+    results["ls_feature_flags"] = flags
+    ls_process, ls = start_label_studio(workdir / "label-studio", extra_env=flags)
     files, backend = None, None
     try:
         started = time.perf_counter()
@@ -234,6 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--labels", type=int, default=30, help="labels before the measured rounds")
     parser.add_argument("--rounds", type=int, default=30, help="labels made in queue order, each timed")
     parser.add_argument("--engine-config", default="{}", help="AUTOAL_ENGINE_CONFIG (default: the CPU defaults)")
+    parser.add_argument("--efficient-import", action=argparse.BooleanOptionalAction, default=True,
+                        help=f"start LS with {EFFICIENT_IMPORT_FLAG}=true, as docker-compose.yml does (default: on)")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="autoal-two-speed-") as workdir:

@@ -22,6 +22,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.integration.conftest import EFFICIENT_IMPORT_FLAG
+
 ROOT = Path(__file__).resolve().parents[1]
 DOCKER = ROOT / "docker"
 DOCKERFILE = DOCKER / "Dockerfile"
@@ -356,6 +358,7 @@ def test_label_studio_allows_a_backend_on_the_compose_network():
     assert env["LABEL_STUDIO_SSRF_PROTECTION_ENABLED"] == "false"
     assert env["LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN"] == "true"
     assert env["LABEL_STUDIO_LATEST_VERSION_CHECK"] == "false"
+    assert env[EFFICIENT_IMPORT_FLAG] == "true"  # the fast path's push does not recount the whole project
     assert mount_targets(ls)[LS_DATA_DIR] == "label-studio-data"
 
 
