@@ -34,6 +34,7 @@ unreachable raises ``LabelStudioUnavailable`` so the job is retried later.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import http.cookiejar
 import logging
@@ -175,13 +176,34 @@ class MediaFetcher:
                 return task_id, str(error)
 
         result = FetchResult(paths={}, failures={})
+        items = list(references.items())
+        if not verify_cached:  # a trusted cached file costs a stat, not a thread: only the others go to the pool
+            waiting = []
+            for item in items:
+                cached = self._cached(item[1])
+                if cached is None:
+                    waiting.append(item)
+                else:
+                    result.paths[item[0]] = cached
+            items = waiting
         with ThreadPoolExecutor(max_workers=self.workers) as pool:
-            for task_id, outcome in pool.map(fetch, list(references.items())):
+            for task_id, outcome in pool.map(fetch, items):
                 if isinstance(outcome, Path):
                     result.paths[task_id] = outcome
                 else:
                     result.failures[task_id] = outcome
         return result
+
+    def _cached(self, reference: object) -> Path | None:
+        """The cached file of a reference that may be fetched, else None (not cached, or refused: `fetch`
+        then says why)."""
+        if not isinstance(reference, str):
+            return None
+        try:
+            cached = self._cache_path(self.resolve(reference)[0])
+        except MediaError:
+            return None
+        return cached if cached.exists() else None
 
     def fetch(self, reference: str, verify_cached: bool = True) -> Path:
         """The cached file of one media reference, downloading it when it is not cached yet."""
@@ -256,6 +278,8 @@ class MediaFetcher:
                         raise MediaError(f"HTTP {response.status_code} for {_short(url)}")
                     self._save(response, destination)
                     return
+            except httpx.InvalidURL as error:  # _origin read the authority only; httpx reads the rest here
+                raise MediaError(f"invalid URL {_short(url)!r}: {error}") from None
             except httpx.TransportError as error:
                 if on_ls:
                     raise LabelStudioUnavailable(f"Label Studio media download failed: {error}") from None
@@ -294,18 +318,35 @@ class MediaFetcher:
 
 
 def _origin(url: str) -> Origin:
-    """(scheme, host, port) of an http(s) URL as httpx will request it, or MediaError."""
+    """(scheme, host, port) of an http(s) URL as httpx will request it, or MediaError.
+
+    Only the URL's scheme and authority decide it: RFC 3986 (and httpx's parser) end the authority at the
+    first '/', '?' or '#'. So it is parsed once per distinct "scheme://authority" (a project's 20,000
+    references share one or two), and the whole URL is parsed by httpx when it is downloaded."""
+    prefix = _AUTHORITY.match(url)
+    origin = _authority_origin(prefix.group(0) if prefix else url)
+    if isinstance(origin, str):
+        raise MediaError(origin.format(url=_short(url)))
+    return origin
+
+
+_AUTHORITY = re.compile(r"[^:/?#]+://[^/?#]*")
+
+
+@functools.lru_cache(maxsize=256)
+def _authority_origin(url: str) -> Origin | str:
+    """`_origin` of "scheme://authority", or why it is refused (a message template with {url})."""
     try:
         parsed = httpx.URL(url)
     except httpx.InvalidURL as error:
-        raise MediaError(f"invalid URL {_short(url)!r}: {error}") from None
+        return "invalid URL {url!r}: " + str(error).replace("{", "{{").replace("}", "}}")
     if parsed.scheme not in DEFAULT_PORTS or not parsed.raw_host:
-        raise MediaError(f"unsupported URL {_short(url)!r} (only http(s) URLs)")
+        return "unsupported URL {url!r} (only http(s) URLs)"
     if parsed.userinfo:
-        raise MediaError(f"refused URL {_short(url)!r}: credentials in the URL")
+        return "refused URL {url!r}: credentials in the URL"
     port = parsed.port or DEFAULT_PORTS[parsed.scheme]
     if not 0 < port < 65536:
-        raise MediaError(f"invalid port in URL {_short(url)!r}")
+        return "invalid port in URL {url!r}"
     return parsed.scheme, parsed.raw_host.decode("ascii").lower(), port
 
 
@@ -319,12 +360,15 @@ def _decodings(text: str) -> Iterator[str]:
         text = decoded
 
 
+_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def _check_characters(reference: str) -> None:
     """Refuse backslashes and control characters, raw or percent-encoded: parsers disagree on them."""
     for text in _decodings(reference):
         if "\\" in text:
             raise MediaError(f"refused media reference {_short(reference)!r}: backslash")
-        if any(ord(character) < 32 or ord(character) == 127 for character in text):
+        if _CONTROL_CHARACTER.search(text):
             raise MediaError(f"refused media reference {_short(reference)!r}: control character")
 
 

@@ -380,3 +380,29 @@ def test_without_ls_only_allowed_hosts_work(tmp_path):
     with pytest.raises(MediaError, match="LABEL_STUDIO_URL is not set"):
         fetcher.resolve("/data/upload/1/a.png")
     fetcher.close()
+
+
+def test_trusting_the_cache_still_refuses_what_may_not_be_fetched_and_downloads_the_rest(servers, tmp_path):
+    ls, other, _ = servers
+    allowed = make_fetcher(tmp_path, ls, f"127.0.0.1:{other.port}")
+    cached = allowed.fetch(f"http://127.0.0.1:{other.port}/img.png")
+    allowed.close()
+    fetcher = make_fetcher(tmp_path, ls)  # the same cache; the other host is no longer allowed
+    result = fetcher.fetch_all(
+        {1: f"http://127.0.0.1:{other.port}/img.png", 2: "/data/upload/1/a.png", 3: 42, 4: ""},
+        verify_cached=False,
+    )
+    assert cached.exists() and 1 not in result.paths and "not allowed" in result.failures[1]
+    assert Image.open(result.paths[2]).size == (8, 8) and ls.seen == [("/data/upload/1/a.png", "Token legacytoken123")]
+    assert result.failures[3] == result.failures[4] == "task has no image reference"
+    assert fetcher.fetch_all({2: "/data/upload/1/a.png"}, verify_cached=False).paths == {2: result.paths[2]}
+    assert len(ls.seen) == 1  # the second time from the cache, in the same pass
+    fetcher.close()
+
+
+def test_a_url_httpx_cannot_request_is_a_media_error_not_a_crash(fetcher, servers):
+    _, other, _ = servers
+    reference = f"http://127.0.0.1:{other.port}/" + "a" * 70_000  # longer than httpx's limit for a URL
+    result = fetcher.fetch_all({5: reference})
+    assert result.paths == {} and "invalid URL" in result.failures[5]
+    assert other.seen == []
