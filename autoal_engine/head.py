@@ -55,8 +55,9 @@ def head_outputs(head: torch.nn.Linear, dropout: float, embeddings: np.ndarray, 
     generator = torch.Generator(device="cpu").manual_seed(seed + 7919)
     keep = 1.0 - dropout
     head = head.to(device).eval()
-    parts: dict[str, list[np.ndarray]] = {}
-    for start in range(0, len(embeddings), chunk):
+    n = len(embeddings)
+    arrays: dict[str, np.ndarray] = {}  # filled chunk by chunk: no per-chunk pieces to join (one copy at 10^6)
+    for start in range(0, n, chunk):
         emb = torch.from_numpy(np.ascontiguousarray(embeddings[start:start + chunk], dtype=np.float32)).to(device)
         probs = torch.softmax(head(emb).float(), dim=1)
         if mc_samples > 0:
@@ -69,8 +70,9 @@ def head_outputs(head: torch.nn.Linear, dropout: float, embeddings: np.ndarray, 
         digest["embeddings"] = emb.cpu().numpy()
         digest["predicted_loss"] = np.asarray(predicted_loss[start:start + chunk], dtype=np.float32)
         for key, value in digest.items():
-            parts.setdefault(key, []).append(value)
-    arrays = {key: np.concatenate(values) for key, values in parts.items()}
+            if key not in arrays:
+                arrays[key] = np.empty((n, *value.shape[1:]), dtype=value.dtype)
+            arrays[key][start:start + len(value)] = value
     return PoolOutputs(labeled_embeddings=labeled_embeddings.astype(np.float32), batch_size=batch_size, seed=seed,
                        **arrays)
 
