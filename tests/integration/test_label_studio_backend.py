@@ -176,7 +176,7 @@ def test_webhook_answers_in_under_a_second_while_a_retrain_runs(setup):
         "the START_TRAINING job to run",
     )
 
-    annotation_id, task_id = next(iter(setup["annotations"].items()))
+    task_id, annotation_id = next(iter(setup["annotations"].items()))  # task id -> its annotation's id
     tasks = {task["id"]: task for task in list_tasks(ls, project_id)}
     event = {
         "action": "ANNOTATION_UPDATED",
