@@ -45,6 +45,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.backend_latency import percentile  # noqa: E402
+from ls_backend.settings import Settings  # noqa: E402
 from tests.integration.conftest import (  # noqa: E402 - the same service helpers as the integration tests
     CLASSES,
     EFFICIENT_IMPORT_FLAG,
@@ -115,6 +116,10 @@ def first_tasks(ls, project_id: int, count: int) -> list[dict[str, Any]]:
     return [by_class[c][i] for i in range(per_class) for c in CLASSES][:count]
 
 
+# the backend's own retry delays, not the integration tests' short ones: LS on SQLite answers 500 ("database is
+# locked") while it deletes a 20,000-prediction version, and a backend rides that out by waiting
+PRODUCTION_RETRIES = {"AUTOAL_LS_BACKOFF": str(Settings.ls_backoff),
+                      "AUTOAL_JOB_RETRY_DELAY": str(Settings.job_retry_delay)}
 LS_ERRORS: list[dict[str, Any]] = []  # answers of LS that were not a success, with when and what
 
 
@@ -172,7 +177,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         imported = time.perf_counter()
         results["setup_seconds"] = round(time.perf_counter() - started, 1)
         backend = start_backend(ls, workdir / "models", AUTOAL_ENGINE_CONFIG=args.engine_config,
-                                AUTOAL_MEDIA_ALLOWED_HOSTS=base_url.split("//")[1])
+                                AUTOAL_MEDIA_ALLOWED_HOSTS=base_url.split("//")[1], **PRODUCTION_RETRIES)
         store = backend.store
         # tasks LS saved within the task mirror's overlap (10 s) of the newest change a listing saw are listed
         # again by the next incremental listing: a project labeled the moment it was imported would relist

@@ -507,7 +507,7 @@ class RetrainAndRank:
         if base is not None and base.get("backbone_version"):
             backbones = self.settings.embedding_dir(self.project_id, base["backbone_version"]).parent
             for directory in backbones.iterdir() if backbones.exists() else []:
-                if directory.name != base["backbone_version"]:
+                if older_backbone(directory.name, base["backbone_version"]):
                     shutil.rmtree(directory, ignore_errors=True)
 
 
@@ -515,6 +515,15 @@ def version_number(version: str) -> int:
     """N of "autoal-vN" (versions are numbered in the order they were reserved); -1 for other names."""
     suffix = version[len(VERSION_PREFIX):] if version.startswith(VERSION_PREFIX) else ""
     return int(suffix) if suffix.isdigit() else -1
+
+
+def older_backbone(name: str, base: str) -> bool:
+    """Whether the embedding cache ``name`` belongs to a backbone trained before ``base`` (the one the fast path
+    refits). A newer one is kept: a full retrain of the other lane may be embedding the pool into it, to commit
+    it after its push (a crashed one's is dropped once a backbone after it is committed). Backbone versions are
+    "autoal-YYYYMMDD-HHMMSS-xxxxxx" (`Engine`), so their order is the order they were trained in, to the
+    second; two in the same second are told apart by nothing, and both are kept."""
+    return name != base and name[:22] < base[:22]
 
 
 def media_key(path: str) -> bytes:

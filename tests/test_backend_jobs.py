@@ -170,3 +170,22 @@ def test_a_backbone_that_no_longer_loads_sends_the_job_down_the_full_path(settin
     assert calls == ["fast", "full"]
     job = store.job(job_id)
     assert job["path"] == "full" and "the fast path failed: directory: the saved task model" in job["path_reason"]
+
+
+def test_a_commit_drops_older_embedding_caches_but_not_the_one_a_running_full_retrain_fills(settings, store):
+    """A fast job that commits on backbone B1 while the full lane embeds the pool under a newer B2 (not yet
+    committed) keeps B2's cache: the full job commits B2 next, and the fast path then refits B2 from it."""
+    from ls_backend import jobs
+
+    older, base, newer = (f"autoal-20261201-{time}-{tag}" for time, tag in
+                          (("101500", "aaaaaa"), ("120000", "bbbbbb"), ("123000", "cccccc")))
+    for version in (older, base, newer):
+        settings.embedding_dir(1, version).mkdir(parents=True)
+    full = {"model_version": "autoal-v1", "checkpoint": str(settings.checkpoint_dir(1, "autoal-v1")), "path": "full",
+            "backbone_version": base, "n_labels": 20}
+    store.commit_model(1, full, [])
+    job_id, _ = store.request_job(1, "ANNOTATION_CREATED", stale_after=60)
+    work = jobs.RetrainAndRank(settings, store, 1, job_id)
+    work.drop_old_versions(jobs.LabelStudioClient.for_settings(settings, retries=0), "autoal-v1")  # LS down: no harm
+    remaining = sorted(path.name for path in settings.embedding_dir(1, base).parent.iterdir())
+    assert remaining == [base, newer]
