@@ -479,7 +479,11 @@ class RetrainAndRank:
     def drop_old_versions(self, ls: LabelStudioClient, current: str) -> None:
         """Delete our prediction versions in LS and our checkpoints beyond the newest `keep_versions`, except
         the backbone the fast path refits (its checkpoint, its full-pool predictions, its embedding cache),
-        versions that running jobs have reserved, and versions newer than ``current``."""
+        versions that running jobs have reserved, and versions newer than ``current``.
+
+        A version of more than AUTOAL_PUSH_TOP predictions (a full push) is deleted by the full lane only:
+        deleting 20,000 predictions keeps an LS on SQLite locked for seconds, and two lanes deleting it at
+        once kept each other failing (and every other request to LS with them)."""
         keep = {
             model["model_version"] for model in self.store.model_history(self.project_id, self.settings.keep_versions)
         }
@@ -494,7 +498,9 @@ class RetrainAndRank:
             return version not in keep and version_number(version) < version_number(current)
 
         try:
-            for version in ls.model_versions(self.project_id):
+            for version, count in ls.model_versions(self.project_id).items():
+                if self.lane == "fast" and count > self.settings.push_top:
+                    continue  # a whole pool's push is the full lane's to delete (below)
                 if version.startswith(VERSION_PREFIX) and stale(version):
                     deleted = ls.delete_model_version(self.project_id, version)
                     logger.info("project %s: deleted %s predictions of %s", self.project_id, deleted, version)

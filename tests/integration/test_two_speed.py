@@ -157,6 +157,9 @@ def test_start_training_again_trains_a_new_backbone_and_drops_the_old_cache(setu
     assert new["backbone_version"] != old["backbone_version"]
     cache_root = backend.model_dir / "projects" / str(project_id) / "embeddings"
     assert [path.name for path in cache_root.iterdir()] == [new["backbone_version"]]  # the old cache is gone
+    versions = ls.api("GET", f"/api/projects/{project_id}/model-versions/").json()
+    assert old["model_version"] not in versions  # the old backbone's full push: deleted by the full lane's job
+    assert versions[new["model_version"]] == new["n_pool"]
 
 
 def job_processes(backend) -> dict[int, int]:
