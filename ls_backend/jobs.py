@@ -67,6 +67,7 @@ logger = logging.getLogger(__name__)
 
 VERSION_PREFIX = "autoal-v"
 FULL_LISTING_EVERY = 3600.0  # seconds: how stale the full lane lets the mirror's view of deletions get
+LARGE_DELETE_TIMEOUT = 600.0  # seconds to wait for LS to delete a full push (20,000 predictions on SQLite: minutes)
 
 
 @dataclass(frozen=True)
@@ -502,7 +503,8 @@ class RetrainAndRank:
                 if self.lane == "fast" and count > self.settings.push_top:
                     continue  # a whole pool's push is the full lane's to delete (below)
                 if version.startswith(VERSION_PREFIX) and stale(version):
-                    deleted = ls.delete_model_version(self.project_id, version)
+                    timeout = LARGE_DELETE_TIMEOUT if count > self.settings.push_top else None
+                    deleted = ls.delete_model_version(self.project_id, version, timeout=timeout)
                     logger.info("project %s: deleted %s predictions of %s", self.project_id, deleted, version)
         except LabelStudioError as error:  # cleanup only; the next job tries again
             logger.warning("project %s: old prediction versions not deleted: %s", self.project_id, error)

@@ -159,12 +159,17 @@ class LabelStudioClient:
             lambda: self.sdk.projects.update(id=project_id, **fields),
         )
 
-    def delete_model_version(self, project_id: int, model_version: str) -> int:
+    def delete_model_version(self, project_id: int, model_version: str, timeout: float | None = None) -> int:
+        """Delete a version's predictions; the number deleted. ``timeout`` (default: the client's) for a large
+        version: LS on SQLite takes minutes for 20,000 predictions, and a retry after a client timeout only
+        collides with the delete LS is still doing."""
+
         def delete() -> int:
             response = self._http.request(
                 f"api/projects/{project_id}/model-versions/",
                 method="DELETE",
                 json={"model_version": model_version},
+                timeout=timeout or self.timeout,
             )
             _raise_for_status(response)
             return int(response.json().get("deleted_predictions", 0))
