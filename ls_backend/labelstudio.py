@@ -169,7 +169,7 @@ class LabelStudioClient:
                 f"api/projects/{project_id}/model-versions/",
                 method="DELETE",
                 json={"model_version": model_version},
-                timeout=timeout or self.timeout,
+                request_options={"timeout_in_seconds": timeout} if timeout else None,
             )
             _raise_for_status(response)
             return int(response.json().get("deleted_predictions", 0))

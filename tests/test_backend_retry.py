@@ -1,5 +1,6 @@
 """ls_backend.retry: one policy, and layers that retry without multiplying their attempts."""
 
+import json
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -116,6 +117,42 @@ def test_a_refusal_is_not_retried():
             client.project(1)
         assert not isinstance(raised.value, LabelStudioUnavailable)
         assert len(seen) == 1
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_large_delete_waits_for_label_studio_longer_than_the_client_timeout():
+    """LS answers the delete of a version after 1.5 s: a client with a 0.5 s timeout gives up, the same
+    delete with its own 5 s timeout gets the count (and is sent once)."""
+    deletes = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_DELETE(self):  # noqa: N802 - http.server's interface
+            deletes.append(self.rfile.read(int(self.headers["Content-Length"])))
+            time.sleep(1.5)
+            body = b'{"deleted_predictions": 20000}'
+            try:
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+            except BrokenPipeError:  # the client that timed out has gone
+                pass
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        client = LabelStudioClient(f"http://127.0.0.1:{server.server_address[1]}", "legacytoken123", timeout=0.5,
+                                   retries=0)
+        with pytest.raises(LabelStudioUnavailable, match="timed out|Timeout"):
+            client.delete_model_version(1, "autoal-v1")
+        assert client.delete_model_version(1, "autoal-v2", timeout=5.0) == 20000
+        assert json.loads(deletes[-1]) == {"model_version": "autoal-v2"} and len(deletes) == 2
     finally:
         server.shutdown()
         server.server_close()
