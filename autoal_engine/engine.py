@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import scipy.linalg
 import torch
 from threadpoolctl import threadpool_limits
 
@@ -126,16 +127,19 @@ class Engine:
         self.channels = config.model.channels or source.channels()
         self._continue_pruning(pruning_history)
         tuning = self._tune(source, y, tuning_state if tuning_state is not None else self.tuning_state, tune)
-        model_config = self.model_config
         tuned = time.perf_counter()
-        images = source.load_all(model_config.image_size, self.channels)
-        torch.manual_seed(seed)
-        np.random.seed(seed)
-
-        model = TaskModel(model_config, self.channels, len(classes))
-        train_model(model, images, torch.from_numpy(y), model_config, training_steps(model_config, len(y)), seed,
-                    self.device)
-        logits, embeddings, _ = embed(model, _tensor_source(images), model_config, self.channels, self.device)
+        images, model, logits, embeddings = self._train_task_model(source, y)
+        if not _finite(logits, embeddings) and self.model_config != config.model:
+            log.warning("the tuned recipe diverged on %d labels (non-finite outputs): training the configured model "
+                        "instead, and the next tuning starts from it", len(y))
+            tuning.report["diverged_recipe"] = dict(self.tuning_state.recipe)
+            self.tuning_state = TuningState({}, self.tuning_state.tuned_at)
+            self.model_config = trained_model_config(config, self.tuning_state)
+            images, model, logits, embeddings = self._train_task_model(source, y)
+        if not _finite(logits, embeddings):
+            raise ValueError(f"model: training diverged on {len(y)} labels (non-finite outputs); lower model.lr "
+                             f"({self.model_config.lr})")
+        model_config = self.model_config
         trained = time.perf_counter()
 
         self.cost_basis = _principal_basis(embeddings, config.cost.features)
@@ -196,6 +200,19 @@ class Engine:
         log.info("fitted %s on %d labels in %.1fs (search %s)", self.version, len(y), searched - started,
                  "used" if self.search else "skipped")
         return self
+
+    def _train_task_model(self, source: ImageSource, y: np.ndarray) -> tuple:
+        """(images at the training size, the task model trained on them with ``model_config``, its logits and
+        embeddings of them)."""
+        model_config, seed = self.model_config, self.config.seed
+        images = source.load_all(model_config.image_size, self.channels)
+        torch.manual_seed(seed)
+        np.random.seed(seed)
+        model = TaskModel(model_config, self.channels, len(self.classes))
+        train_model(model, images, torch.from_numpy(y), model_config, training_steps(model_config, len(y)), seed,
+                    self.device)
+        logits, embeddings, _ = embed(model, _tensor_source(images), model_config, self.channels, self.device)
+        return images, model, logits, embeddings
 
     def _tune(self, source: ImageSource, y: np.ndarray, state: TuningState, force: bool) -> TuningOutcome:
         """Tune the model configuration when due (tuning/), else keep the incumbent; sets model_config and
@@ -576,10 +593,17 @@ def _tensor_source(images: torch.Tensor) -> ImageSource:
     return ImageSource(images.numpy(), "inputs")
 
 
+def _finite(*arrays: np.ndarray) -> bool:
+    return all(bool(np.isfinite(array).all()) for array in arrays)
+
+
 def _principal_basis(embeddings: np.ndarray, components: int) -> tuple[np.ndarray, np.ndarray]:
     """Mean and top principal directions of the labeled embeddings (the cost model's features)."""
     mean = embeddings.mean(axis=0)
-    _, _, vt = np.linalg.svd(embeddings - mean, full_matrices=False)
+    try:
+        _, _, vt = np.linalg.svd(embeddings - mean, full_matrices=False)
+    except np.linalg.LinAlgError:  # LAPACK's gesdd can fail to converge on finite data; gesvd is sturdier
+        _, _, vt = scipy.linalg.svd(embeddings - mean, full_matrices=False, lapack_driver="gesvd")
     return mean.astype(np.float32), vt[:components].astype(np.float32)
 
 

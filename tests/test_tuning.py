@@ -204,3 +204,21 @@ def _digits(n: int, offset: int = 0) -> tuple[np.ndarray, np.ndarray]:
     digits = load_digits()
     images = (digits.images[offset:offset + n] / 16.0).astype(np.float32)
     return images, digits.target[offset:offset + n]
+
+
+def test_a_recipe_that_diverges_on_the_labels_is_replaced_by_the_configured_model(digits):
+    """An incumbent recipe whose training gives non-finite outputs (here lr 1e30) is not used: the fit trains
+    the configured model and the next tuning starts from it; a configured model that diverges is an error."""
+    from tests.conftest import fast_config
+
+    images, labels = digits[0][:60], digits[1][:60]
+    config = fast_config()
+    config.tuning.enabled = True
+    state = TuningState({"lr": 1e30}, tuned_at=50)  # 60 < 1.5 x 50: not due, the incumbent trains
+    engine = Engine(config).fit(images, labels, tuning_state=state)
+    assert engine.report["tuning"]["diverged_recipe"] == {"lr": 1e30}
+    assert engine.tuning_state.recipe == {} and engine.model_config == config.model
+    assert np.isfinite(engine.labeled_embeddings).all() and engine.report["train_accuracy"] > 0.5
+    config.model.lr = 1e30
+    with pytest.raises(ValueError, match=r"model: training diverged on 60 labels .*model\.lr"):
+        Engine(config).fit(images, labels, tuning_state=state)
