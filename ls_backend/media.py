@@ -324,30 +324,29 @@ def _origin(url: str) -> Origin:
     first '/', '?' or '#'. So it is parsed once per distinct "scheme://authority" (a project's 20,000
     references share one or two), and the whole URL is parsed by httpx when it is downloaded."""
     prefix = _AUTHORITY.match(url)
-    origin = _authority_origin(prefix.group(0) if prefix else url)
-    if isinstance(origin, str):
-        raise MediaError(origin.format(url=_short(url)))
-    return origin
+    parsed = _parse_authority(prefix.group(0) if prefix else url)
+    if isinstance(parsed, str):
+        raise MediaError(f"invalid URL {_short(url)!r}: {parsed}")
+    if parsed.scheme not in DEFAULT_PORTS or not parsed.raw_host:
+        raise MediaError(f"unsupported URL {_short(url)!r} (only http(s) URLs)")
+    if parsed.userinfo:
+        raise MediaError(f"refused URL {_short(url)!r}: credentials in the URL")
+    port = parsed.port or DEFAULT_PORTS[parsed.scheme]
+    if not 0 < port < 65536:
+        raise MediaError(f"invalid port in URL {_short(url)!r}")
+    return parsed.scheme, parsed.raw_host.decode("ascii").lower(), port
 
 
 _AUTHORITY = re.compile(r"[^:/?#]+://[^/?#]*")
 
 
 @functools.lru_cache(maxsize=256)
-def _authority_origin(url: str) -> Origin | str:
-    """`_origin` of "scheme://authority", or why it is refused (a message template with {url})."""
+def _parse_authority(url: str) -> httpx.URL | str:
+    """httpx's parse of "scheme://authority", or why httpx refuses it."""
     try:
-        parsed = httpx.URL(url)
+        return httpx.URL(url)
     except httpx.InvalidURL as error:
-        return "invalid URL {url!r}: " + str(error).replace("{", "{{").replace("}", "}}")
-    if parsed.scheme not in DEFAULT_PORTS or not parsed.raw_host:
-        return "unsupported URL {url!r} (only http(s) URLs)"
-    if parsed.userinfo:
-        return "refused URL {url!r}: credentials in the URL"
-    port = parsed.port or DEFAULT_PORTS[parsed.scheme]
-    if not 0 < port < 65536:
-        return "invalid port in URL {url!r}"
-    return parsed.scheme, parsed.raw_host.decode("ascii").lower(), port
+        return str(error)
 
 
 def _decodings(text: str) -> Iterator[str]:
