@@ -500,10 +500,11 @@ class RetrainAndRank:
 
         try:
             for version, count in ls.model_versions(self.project_id).items():
-                if self.lane == "fast" and count > self.settings.push_top:
-                    continue  # a whole pool's push is the full lane's to delete (below)
+                full_push = count > self.settings.push_top
+                if full_push and self.lane == "fast":
+                    continue  # a whole pool's push is the full lane's to delete
                 if version.startswith(VERSION_PREFIX) and stale(version):
-                    timeout = LARGE_DELETE_TIMEOUT if count > self.settings.push_top else None
+                    timeout = LARGE_DELETE_TIMEOUT if full_push else None
                     deleted = ls.delete_model_version(self.project_id, version, timeout=timeout)
                     logger.info("project %s: deleted %s predictions of %s", self.project_id, deleted, version)
         except LabelStudioError as error:  # cleanup only; the next job tries again
