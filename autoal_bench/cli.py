@@ -31,6 +31,7 @@ from autoal_bench.selectors import AUTOAL, engine_selector, with_tuning
 from autoal_bench.shallow import ShallowSelector
 from autoal_bench.simulate import AUTOAL_SETTINGS, RUN_SETTINGS, ReplaySettings, rounds_per_run, run_dataset
 from autoal_engine.config import DEFAULT_STRATEGIES, EngineConfig
+from ls_backend.settings import BACKBONE_GROWTH
 
 logger = logging.getLogger(__name__)
 
@@ -91,8 +92,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "it on are named <strategy>+tuned (default: the --engine-config file's "
                              "tuning.enabled, else off)")
     parser.add_argument("--fast-path", action="store_true",
-                        help="replay the backend's two speeds: a full fit when the labels grew by the growth factor, "
+                        help="replay the backend's two speeds: a full fit when the labels grew by --backbone-growth, "
                              "else the head refitted on cached embeddings; runs are named <strategy>+fast")
+    parser.add_argument("--backbone-growth", type=float, default=BACKBONE_GROWTH,
+                        help="with --fast-path: the labels' growth factor since the backbone was trained at which it "
+                             f"is trained again (AUTOAL_BACKBONE_GROWTH; default {BACKBONE_GROWTH})")
     parser.add_argument("--shallow", action="store_true",
                         help="add the model floor: random picks scored by PCA-50 + logistic regression")
     parser.add_argument("--resume", action="store_true",
@@ -172,7 +176,10 @@ def build_selectors(args: argparse.Namespace, config: EngineConfig) -> list[Any]
     if len(set(names)) != len(names) or len(set(peers)) != len(peers):
         raise ValueError("--strategies / --peers list a name twice")
     tuning = None if args.tuning is None else args.tuning == "on"
-    selectors = [with_tuning(engine_selector(n), tuning, config, args.fast_path) for n in names]
+    growth = args.backbone_growth if args.fast_path else None
+    if growth is not None and not growth >= 1.0:
+        raise ValueError(f"--backbone-growth must be >= 1, got {growth}")
+    selectors = [with_tuning(engine_selector(n), tuning, config, growth) for n in names]
     if args.shallow:
         selectors.append(ShallowSelector())
     return selectors + [peer_selector(p) for p in peers]

@@ -126,14 +126,16 @@ FAST_SUFFIX = "+fast"
 
 
 class Tuning:
-    """A selector with ``tuning.enabled`` set; named ``<name>+tuned`` when the tuning is on. With
-    ``fast_path`` the replay runs the backend's two speeds (simulate.TwoSpeed); named ``...+fast``."""
+    """A selector with ``tuning.enabled`` set; named ``<name>+tuned`` when the tuning is on. With a
+    ``backbone_growth`` the replay runs the backend's two speeds (simulate.TwoSpeed), the backbone trained
+    again when the labels have grown by that factor; named ``...+fast``. None: a full fit every round."""
 
-    def __init__(self, inner: Any, enabled: bool, fast_path: bool = False) -> None:
+    def __init__(self, inner: Any, enabled: bool, backbone_growth: float | None = None) -> None:
         self.inner = inner
         self.enabled = enabled
-        self.fast_path = fast_path
-        self.name = inner.name + (TUNED_SUFFIX if enabled else "") + (FAST_SUFFIX if fast_path else "")
+        self.backbone_growth = backbone_growth
+        fast = backbone_growth is not None
+        self.name = inner.name + (TUNED_SUFFIX if enabled else "") + (FAST_SUFFIX if fast else "")
         self.uses_costs = inner.uses_costs
 
     def engine_config(self, base: EngineConfig) -> EngineConfig:
@@ -148,10 +150,11 @@ class Tuning:
         return self.inner.select(state)
 
 
-def with_tuning(selector: Any, tuning: bool | None, base: EngineConfig, fast_path: bool = False) -> Any:
-    """``selector`` under ``--tuning`` (None: the base configuration's ``tuning.enabled``) and
-    ``--fast-path``."""
+def with_tuning(selector: Any, tuning: bool | None, base: EngineConfig,
+                backbone_growth: float | None = None) -> Any:
+    """``selector`` under ``--tuning`` (None: the base configuration's ``tuning.enabled``) and, with
+    ``--fast-path``, the two speeds at ``backbone_growth`` (``--backbone-growth``)."""
     enabled = base.tuning.enabled if tuning is None else tuning
     if getattr(selector, "name", "") == "shallow" or not hasattr(selector, "engine_config"):
         return selector  # the shallow floor has no task model to tune; peers use their own models
-    return Tuning(selector, enabled, fast_path)
+    return Tuning(selector, enabled, backbone_growth)

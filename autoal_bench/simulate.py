@@ -194,7 +194,8 @@ def run_one(
     round_index = 0
     tuning_state = TuningState()  # the incumbent model configuration, handed from round to round
     pruning_history: list[list[float]] = []  # the candidates' rewards so far, handed from ranking to fit
-    two_speed = TwoSpeed(config.tuning.growth_factor) if getattr(selector, "fast_path", False) else None
+    growth = getattr(selector, "backbone_growth", None)
+    two_speed = None if growth is None else TwoSpeed(growth)
     while True:
         config.seed = seed * 1000 + round_index
         chosen = np.asarray(labeled)
@@ -266,8 +267,9 @@ def run_one(
 
 class TwoSpeed:
     """The backend's two speeds in the replay (ls_backend/jobs.py): a full fit when the labels have grown by
-    ``growth`` since the backbone was trained (and the first round), else `Engine.refit` of the head of that
-    full fit on the pool's cached vectors; selectors rank from the cached vectors too."""
+    ``growth`` (AUTOAL_BACKBONE_GROWTH) since the backbone was trained (and the first round), else
+    `Engine.refit` of the head of that full fit on the pool's cached vectors; selectors rank from the cached
+    vectors too."""
 
     def __init__(self, growth: float) -> None:
         self.growth = growth

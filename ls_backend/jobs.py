@@ -257,7 +257,7 @@ class RetrainAndRank:
         """("fast", the full model whose backbone the head is refitted on, why) or ("full", None, why).
 
         A full retrain (train the backbone, embed the pool, push every task) is due for the first model, on
-        START_TRAINING, when the labels grew by ``tuning.growth_factor`` since the backbone was trained, and
+        START_TRAINING, when the labels grew by AUTOAL_BACKBONE_GROWTH since the backbone was trained, and
         always in the full lane. When a backbone can be refitted, a job of the fast lane takes the fast path
         even then and leaves the full retrain to a job of the full lane (`follow_up`), so the queue follows
         the label at once and the full retrain runs in the background. The full path runs inline when no
@@ -304,7 +304,7 @@ class RetrainAndRank:
         was trained, unless a full retrain is queued or running already), or None."""
         if self.asked_to_train():
             return "START_TRAINING"
-        growth = self.settings.engine_config().tuning.growth_factor
+        growth = self.settings.backbone_growth
         if n_labels >= growth * max(1, base["n_labels"] or 0) and not self.store.active_jobs(self.project_id, "full"):
             return f"{n_labels} labels, {growth}x the backbone's {base['n_labels']}"
         return None  # not grown enough, or a full retrain is under way already (it trains on the newest labels)

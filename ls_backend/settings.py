@@ -20,6 +20,8 @@ from urllib.parse import urlsplit
 from ls_backend.retry import RetryPolicy
 
 PRIORITY_VIEW_TITLE = "AutoAL priority"
+# the backbone is trained again when the labels have grown by this factor since it was (the two speeds)
+BACKBONE_GROWTH = 1.5
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,7 @@ class Settings:
     max_ids_per_request: int = 100_000  # AUTOAL_MAX_IDS_PER_REQUEST: tasks / annotations one request may name
     fast_path: bool = True  # AUTOAL_FAST_PATH: between full retrains, refit the head on cached embeddings
     push_top: int = 300  # AUTOAL_PUSH_TOP: predictions the fast path pushes (the head of the queue)
+    backbone_growth: float = BACKBONE_GROWTH  # AUTOAL_BACKBONE_GROWTH: train the backbone again at this x its labels
 
     @property
     def basic_auth_enabled(self) -> bool:
@@ -138,6 +141,7 @@ class Settings:
             max_ids_per_request=reader.integer("AUTOAL_MAX_IDS_PER_REQUEST", 100_000, minimum=1),
             fast_path=reader.flag("AUTOAL_FAST_PATH", True),
             push_top=reader.integer("AUTOAL_PUSH_TOP", 300, minimum=1),
+            backbone_growth=reader.number("AUTOAL_BACKBONE_GROWTH", BACKBONE_GROWTH, minimum=1.0),
         )
 
 

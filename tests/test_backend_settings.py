@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from ls_backend.settings import Settings
+from ls_backend.settings import BACKBONE_GROWTH, Settings
 
 
 def test_defaults_without_environment():
@@ -30,9 +30,11 @@ def test_job_process_and_server_limits():
 
 def test_two_speed_settings_and_their_bad_values():
     settings = Settings.from_env({})
-    assert settings.fast_path is True and settings.push_top == 300
-    settings = Settings.from_env({"AUTOAL_FAST_PATH": "false", "AUTOAL_PUSH_TOP": "50"})
-    assert settings.fast_path is False and settings.push_top == 50
+    assert settings.fast_path is True and settings.push_top == 300 and settings.backbone_growth == BACKBONE_GROWTH
+    settings = Settings.from_env({"AUTOAL_FAST_PATH": "false", "AUTOAL_PUSH_TOP": "50", "AUTOAL_BACKBONE_GROWTH": "1"})
+    assert settings.fast_path is False and settings.push_top == 50 and settings.backbone_growth == 1.0
+    with pytest.raises(ValueError, match="AUTOAL_BACKBONE_GROWTH must be >= 1.0, got 0.9"):
+        Settings.from_env({"AUTOAL_BACKBONE_GROWTH": "0.9"})
     with pytest.raises(ValueError, match="AUTOAL_PUSH_TOP must be >= 1, got 0"):
         Settings.from_env({"AUTOAL_PUSH_TOP": "0"})
     with pytest.raises(ValueError, match="AUTOAL_FAST_PATH must be true or false"):

@@ -205,6 +205,8 @@ def test_bad_input_gives_a_message_not_a_traceback(tmp_path, capsys: pytest.Capt
     assert "unknown strategy 'margn'" in capsys.readouterr().err
     assert main(["--dataset", "digits", "--budget", "10", "--init", "20", "--out", str(tmp_path / "c")]) == 2
     assert "'budget'" in capsys.readouterr().err
+    assert main(["--dataset", "digits", "--fast-path", "--backbone-growth", "0.5", "--out", str(tmp_path / "d")]) == 2
+    assert "--backbone-growth must be >= 1, got 0.5" in capsys.readouterr().err
 
 
 def test_one_class_strategy_scores_below_random() -> None:
@@ -308,8 +310,8 @@ def test_fast_path_refits_between_full_fits_at_the_growth_factor_and_names_the_r
     from autoal_bench.selectors import with_tuning
 
     base = tiny_config()
-    fast = with_tuning(engine_selector("autoal"), False, base, fast_path=True)
-    assert fast.name == "autoal+fast" and fast.fast_path
+    fast = with_tuning(engine_selector("autoal"), False, base, backbone_growth=1.5)
+    assert fast.name == "autoal+fast" and fast.backbone_growth == 1.5
     dataset = load_digits_dataset()
     replay = ReplaySettings(init=20, batch=5, budget=40)
     runs = run_dataset(dataset, item_costs(dataset, "constant"), [fast, engine_selector("autoal")], replay, base,
@@ -322,3 +324,21 @@ def test_fast_path_refits_between_full_fits_at_the_growth_factor_and_names_the_r
     assert "path" not in slow["rounds"][0]
     assert all(0.0 <= r["accuracy"] <= 1.0 for r in two_speed["rounds"])
     assert two_speed["rounds"][0]["accuracy"] == slow["rounds"][0]["accuracy"]  # the same first full fit
+
+
+def test_the_backbone_growth_sets_when_the_two_speeds_train_the_backbone_again() -> None:
+    from autoal_bench.simulate import TwoSpeed
+
+    def schedule(growth: float) -> str:
+        two_speed, paths = TwoSpeed(growth), ""
+        for labels in range(20, 61, 5):
+            if two_speed.refittable(labels):
+                paths += "."
+            else:  # a full fit: the backbone of ``labels`` labels (no engine needed for the schedule)
+                two_speed.full, two_speed.backbone_labels = object(), labels
+                paths += "F"
+        return paths
+
+    assert schedule(1.5) == "F.F..F..."  # 20, 30 (>= 30), 45 (>= 45)
+    assert schedule(1.2) == "FFF.F.F.F"  # 20, 25 (>= 24), 30 (>= 30), 40 (>= 36), 50 (>= 48), 60 (>= 60)
+    assert schedule(1.0) == "FFFFFFFFF"  # a full fit every round
