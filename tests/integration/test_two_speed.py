@@ -2,9 +2,9 @@
 whole pool; a label after it takes the fast path (the head refitted on cached embeddings, nothing embedded
 again) and pushes only the head of the queue, which LS's /next/ then serves.
 
-One project of 200 digits and one backend with AUTOAL_PUSH_TOP=30; after the first 20 labels a
-START_TRAINING makes the backbone of those 20 (in the full lane, after a fast refit), so the next labels
-(21, 22 < 1.5 x 20) are not due for a full retrain. The tests run in file order.
+One project of 200 digits and one backend with AUTOAL_PUSH_TOP=30 and AUTOAL_BACKBONE_GROWTH=1.5; after
+the first 20 labels a START_TRAINING makes the backbone of those 20 (in the full lane, after a fast refit),
+so the next labels (21, 22 < 1.5 x 20) are not due for a full retrain. The tests run in file order.
 """
 
 from __future__ import annotations
@@ -30,13 +30,15 @@ pytestmark = pytest.mark.integration
 PUSH_TOP = 30
 TASKS = 200
 FIRST_LABELS = 20
+GROWTH = 1.5  # the backbone is trained again at 30 labels
 
 
 @pytest.fixture(scope="module")
 def setup(label_studio, digit_images, tmp_path_factory):
     ls = label_studio
     project_id = create_project(ls, "AutoAL two speeds", digit_images[:TASKS])
-    backend = start_backend(ls, tmp_path_factory.mktemp("two-speed"), AUTOAL_PUSH_TOP=str(PUSH_TOP))
+    backend = start_backend(ls, tmp_path_factory.mktemp("two-speed"), AUTOAL_PUSH_TOP=str(PUSH_TOP),
+                            AUTOAL_BACKBONE_GROWTH=str(GROWTH))
     try:
         ml_id = connect_backend(ls, project_id, backend)
         tasks = list_tasks(ls, project_id)
