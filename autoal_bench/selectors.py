@@ -78,6 +78,7 @@ class EngineSelector:
             extra["mean_strategy_weights"] = {name: round(float(w), 5) for name, w in weights}
         if ranking.active is not None:  # pruning ran (it is on and there are several candidates)
             extra["active_candidates"] = list(ranking.active_names)
+            extra["pruning_rewards"] = dict((state.engine.report.get("pruning") or {}).get("rewards") or {})
         return picks, extra
 
 

@@ -163,6 +163,9 @@ class PruningConfig:
     warmup: int = 2  # rounds of rewards before anything is pruned
     confidence: float = 1.0  # z: half-width of each candidate's interval in standard errors
     min_active: int = 3  # candidates that always stay (the best by mean reward)
+    # relative slack: k is pruned only when its interval is below (1 - tolerance) x the leader's lower bound, so
+    # candidates whose rewards differ by a consistent but small amount are not eliminated (0: the plain rule)
+    tolerance: float = 0.0
 
 
 @dataclass
@@ -450,6 +453,7 @@ RULES: dict[str, Callable[[Any], str | None]] = {
     "pruning.warmup": _at_least(0),
     "pruning.confidence": _at_least(0),
     "pruning.min_active": _at_least(1),
+    "pruning.tolerance": _within(0, 1, "[)"),
     "cost.gamma": _within(0, 1, "[]"),
     "cost.clip_quantile": _within(0, 1, "(]"),
     "cost.max_seconds": _above(0),

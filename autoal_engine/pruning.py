@@ -25,8 +25,10 @@ survive are mixed by equal weights or the search, which do.
 the Multi-Armed Bandit and Reinforcement Learning Problems", JMLR 2006). Over the last ``window`` rounds'
 rewards, with mean m_k and standard error s_k = sd_k / sqrt(n):
 
-    k stays active  <=>  m_k + z s_k >= max_j (m_j - z s_j)
+    k stays active  <=>  m_k + z s_k >= (1 - tau) max_j (m_j - z s_j)
 
+with tau = ``tolerance`` (0 by default: the plain rule; tau > 0 keeps a candidate whose rewards are
+consistently but only slightly below the leader's, such as margin's on a balanced data set late in a run),
 and at least ``min_active`` candidates stay (the best by m_k). Before ``warmup`` rounds of rewards every
 candidate is active. Every candidate is scored and rewarded in every round, active or not (full
 information, unlike a bandit that only sees the arm it pulls), so a pruned candidate comes back as soon as
@@ -93,7 +95,7 @@ def active_candidates(history: np.ndarray, config: PruningConfig) -> np.ndarray:
     mean = recent.mean(axis=0)
     spread = recent.std(axis=0, ddof=1) if len(recent) > 1 else np.zeros(k)
     error = config.confidence * spread / np.sqrt(len(recent))
-    active = mean + error >= np.max(mean - error)
+    active = mean + error >= (1.0 - config.tolerance) * np.max(mean - error)
     keep = min(max(1, config.min_active), k)
     active[np.argsort(-mean, kind="stable")[:keep]] = True
     return active

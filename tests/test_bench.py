@@ -16,7 +16,7 @@ from autoal_bench.goals import Goals
 from autoal_bench.report import summarize
 from autoal_bench.selectors import engine_selector
 from autoal_bench.simulate import ReplaySettings, RoundState, make_split, run_dataset
-from autoal_engine.config import EngineConfig
+from autoal_engine.config import DEFAULT_STRATEGIES, EngineConfig
 
 TINY = ["--image-size", "8", "--train-steps", "30", "--fitnet-steps", "20", "--search-iterations", "20",
         "--threads", "1"]
@@ -342,3 +342,15 @@ def test_the_backbone_growth_sets_when_the_two_speeds_train_the_backbone_again()
     assert schedule(1.5) == "F.F..F..."  # 20, 30 (>= 30), 45 (>= 45)
     assert schedule(1.2) == "FFF.F.F.F"  # 20, 25 (>= 24), 30 (>= 30), 40 (>= 36), 50 (>= 48), 60 (>= 60)
     assert schedule(1.0) == "FFFFFFFFF"  # a full fit every round
+
+
+def test_a_pruned_run_records_each_rounds_active_candidates_and_rewards() -> None:
+    dataset = load_digits_dataset()
+    replay = ReplaySettings(init=20, batch=10, budget=50)
+    (run,) = run_dataset(dataset, item_costs(dataset, "constant"), [engine_selector("autoal_pruned")], replay,
+                         tiny_config(), seeds=[0])
+    names = set(DEFAULT_STRATEGIES)
+    for record in run["rounds"][:-1]:  # the last round (the budget reached) ranks nothing
+        assert set(record["active_candidates"]) <= names and len(record["active_candidates"]) >= 3
+        assert set(record["pruning_rewards"]) == names
+        assert all(0.0 < reward <= 1.0 for reward in record["pruning_rewards"].values())

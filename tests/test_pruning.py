@@ -63,6 +63,14 @@ def test_elimination_keeps_every_candidate_during_warmup_and_at_least_min_active
     assert active_candidates(history, config).all()
 
 
+def test_a_tolerance_keeps_a_candidate_slightly_below_the_leader_and_prunes_one_far_below():
+    config = PruningConfig(enabled=True, warmup=2, window=3, min_active=1, confidence=1.0)
+    history = np.array([[0.066, 0.058, 0.030], [0.067, 0.059, 0.031], [0.065, 0.057, 0.029]])
+    assert active_candidates(history, config).tolist() == [True, False, False]  # the plain rule
+    config.tolerance = 0.2  # bound: 0.8 x the leader's lower bound (about 0.065) = 0.052
+    assert active_candidates(history, config).tolist() == [True, True, False]
+
+
 def test_overlapping_intervals_keep_both_and_a_pruned_candidate_comes_back():
     config = PruningConfig(enabled=True, warmup=2, window=3, min_active=1, confidence=1.0)
     noisy = np.array([[0.5, 0.3], [0.3, 0.5], [0.45, 0.35]])
@@ -129,6 +137,8 @@ def test_pruning_off_leaves_the_ranking_and_report_unchanged(digits):
 def test_pruning_config_is_validated():
     with pytest.raises(ValueError, match="pruning.min_active"):
         EngineConfig.from_dict({"pruning": {"min_active": 0}})
+    with pytest.raises(ValueError, match="pruning.tolerance"):
+        EngineConfig.from_dict({"pruning": {"tolerance": 1.0}})
     assert EngineConfig.from_dict(EngineConfig().to_dict()).pruning == PruningConfig()
 
 
