@@ -166,7 +166,8 @@ def test_a_dead_job_process_fails_its_job_and_a_new_one_runs_the_next(settings, 
         assert job["status"] == "failed" and job["error"] == message
         assert runner.lanes["fast"].thread.is_alive()
         after = request_job(store, runner, settings, 4, "ANNOTATION_CREATED")["job"]
-        assert wait_finished(store, after)["status"] == "done"
+        finished = wait_finished(store, after)
+        assert finished["status"] == "done", finished["error"]
         assert recorded(settings, after)["pid"] != os.getpid()
     finally:
         runner.stop()
@@ -174,16 +175,19 @@ def test_a_dead_job_process_fails_its_job_and_a_new_one_runs_the_next(settings, 
 
 
 def test_a_job_past_the_timeout_is_stopped_and_failed(tmp_path):
-    settings = Settings(model_dir=tmp_path, job_timeout=2)
+    # long enough for a job process to start and finish on a loaded machine (the one after the hung job
+    # failed "past the timeout" at 2 s while two benchmarks ran), short enough for the hung one to hit it
+    settings = Settings(model_dir=tmp_path, job_timeout=8)
     store = Store(settings.database_path)
     runner = ThreadRunner(settings, store, job_function=crash_on_some_projects)
     runner.start()
     try:
         hung = request_job(store, runner, settings, 3, "ANNOTATION_CREATED")["job"]
         job = wait_finished(store, hung, timeout=30)
-        assert job["status"] == "failed" and "ran past AUTOAL_JOB_TIMEOUT (2 s)" in job["error"]
+        assert job["status"] == "failed" and "ran past AUTOAL_JOB_TIMEOUT (8 s)" in job["error"]
         after = request_job(store, runner, settings, 4, "ANNOTATION_CREATED")["job"]
-        assert wait_finished(store, after)["status"] == "done"
+        finished = wait_finished(store, after)
+        assert finished["status"] == "done", finished["error"]
     finally:
         runner.stop()
 
