@@ -166,6 +166,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     results: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                                            "load_average_at_start": [round(x, 2) for x in os.getloadavg()]}}
     flags = {EFFICIENT_IMPORT_FLAG: "true"} if args.efficient_import else {}
+    results["backbone_growth"] = args.backbone_growth
     results["ls_feature_flags"] = flags
     ls_process, ls = start_label_studio(workdir / "label-studio", extra_env=flags)
     files, backend = None, None
@@ -177,6 +178,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         imported = time.perf_counter()
         results["setup_seconds"] = round(time.perf_counter() - started, 1)
         backend = start_backend(ls, workdir / "models", AUTOAL_ENGINE_CONFIG=args.engine_config,
+                                AUTOAL_BACKBONE_GROWTH=str(args.backbone_growth),
                                 AUTOAL_MEDIA_ALLOWED_HOSTS=base_url.split("//")[1], **PRODUCTION_RETRIES)
         store = backend.store
         # tasks LS saved within the task mirror's overlap (10 s) of the newest change a listing saw are listed
@@ -243,6 +245,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--labels", type=int, default=30, help="labels before the measured rounds")
     parser.add_argument("--rounds", type=int, default=30, help="labels made in queue order, each timed")
     parser.add_argument("--engine-config", default="{}", help="AUTOAL_ENGINE_CONFIG (default: the CPU defaults)")
+    parser.add_argument("--backbone-growth", type=float, default=Settings.backbone_growth,
+                        help=f"AUTOAL_BACKBONE_GROWTH (default {Settings.backbone_growth})")
     parser.add_argument("--efficient-import", action=argparse.BooleanOptionalAction, default=True,
                         help=f"start LS with {EFFICIENT_IMPORT_FLAG}=true, as docker-compose.yml does (default: on)")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
