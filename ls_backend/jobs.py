@@ -304,8 +304,9 @@ class RetrainAndRank:
         was trained, unless a full retrain is queued or running already), or None."""
         if self.asked_to_train():
             return "START_TRAINING"
-        growth = self.settings.backbone_growth
-        if n_labels >= growth * max(1, base["n_labels"] or 0) and not self.store.active_jobs(self.project_id, "full"):
+        growth, trained_on = self.settings.backbone_growth, base["n_labels"] or 0
+        grown = n_labels > trained_on and n_labels >= growth * max(1, trained_on)  # growth 1: any new label
+        if grown and not self.store.active_jobs(self.project_id, "full"):
             return f"{n_labels} labels, {growth}x the backbone's {base['n_labels']}"
         return None  # not grown enough, or a full retrain is under way already (it trains on the newest labels)
 
@@ -446,12 +447,12 @@ class RetrainAndRank:
     def push_and_commit(
         self, ls: LabelStudioClient, interface: LabelingInterface, model: dict[str, Any], rows: list[dict[str, Any]]
     ) -> int:
-        """Import the ranking as predictions (the fast path: its first AUTOAL_PUSH_TOP tasks; the full path:
-        every task), make its version current in LS, then commit it to the store; the number pushed."""
+        """Import the ranking as predictions (every task, or its first AUTOAL_PUSH_TOP: `pushes_whole_pool`),
+        make its version current in LS, then commit it to the store; the number pushed."""
         version = model["model_version"]
         started = time.perf_counter()
         pushed = sorted(rows, key=lambda row: row["rank"])
-        if model.get("path") == "fast":
+        if not self.pushes_whole_pool(ls, model):
             pushed = pushed[: self.settings.push_top]
         predictions = [
             {"task": row["task_id"], **prediction(interface, row["predicted_label"], row["score"], version)}
@@ -477,10 +478,35 @@ class RetrainAndRank:
         self.drop_old_versions(ls, version)
         return len(pushed)
 
+    def pushes_whole_pool(self, ls: LabelStudioClient, model: dict[str, Any]) -> bool:
+        """Whether ``model``'s push covers every task (pre-annotations, Data Manager scores) or the head of the
+        queue only. The fast path pushes the head. A backbone retrain pushes every task on START_TRAINING, when
+        LS holds no whole-pool push of ours with these classes, or when the labels have grown by
+        AUTOAL_FULL_PUSH_GROWTH since the newest one; the retrains in between push the head: every whole-pool
+        push is deleted later, which locks an LS on SQLite for about 12 ms a task."""
+        if model.get("path") != "full":
+            return False
+        if self.asked_to_train():
+            return True
+        last = self.newest_whole_push(ls)
+        if last is None or list(last["classes"] or []) != list(model["classes"]):
+            return True
+        return model["n_labels"] >= self.settings.full_push_growth * max(1, last["n_labels"] or 0)
+
+    def newest_whole_push(self, ls: LabelStudioClient) -> dict[str, Any] | None:
+        """The stored model of the newest version of ours in LS with more than AUTOAL_PUSH_TOP predictions."""
+        versions = whole_pool_versions(ls.model_versions(self.project_id), self.settings.push_top)
+        for version in sorted(versions, key=version_number, reverse=True):
+            model = self.store.model(self.project_id, version)
+            if model is not None:
+                return model
+        return None
+
     def drop_old_versions(self, ls: LabelStudioClient, current: str) -> None:
         """Delete our prediction versions in LS and our checkpoints beyond the newest `keep_versions`, except
         the backbone the fast path refits (its checkpoint, its full-pool predictions, its embedding cache),
-        versions that running jobs have reserved, and versions newer than ``current``.
+        versions that running jobs have reserved, versions newer than ``current``, and the newest whole-pool
+        push (the predictions of the tasks outside the head).
 
         A version of more than AUTOAL_PUSH_TOP predictions (a full push) is deleted by the full lane only:
         deleting 20,000 predictions keeps an LS on SQLite locked for seconds, and two lanes deleting it at
@@ -499,7 +525,9 @@ class RetrainAndRank:
             return version not in keep and version_number(version) < version_number(current)
 
         try:
-            for version, count in ls.model_versions(self.project_id).items():
+            versions = ls.model_versions(self.project_id)
+            keep |= set(sorted(whole_pool_versions(versions, self.settings.push_top), key=version_number)[-1:])
+            for version, count in versions.items():
                 full_push = count > self.settings.push_top
                 if full_push and self.lane == "fast":
                     continue  # a whole pool's push is the full lane's to delete
@@ -518,6 +546,11 @@ class RetrainAndRank:
             for directory in backbones.iterdir() if backbones.exists() else []:
                 if older_backbone(directory.name, base["backbone_version"]):
                     shutil.rmtree(directory, ignore_errors=True)
+
+
+def whole_pool_versions(counts: dict[str, int], push_top: int) -> list[str]:
+    """Our versions in LS (name -> predictions) with more predictions than the head of the queue."""
+    return [version for version, count in counts.items() if version.startswith(VERSION_PREFIX) and count > push_top]
 
 
 def version_number(version: str) -> int:

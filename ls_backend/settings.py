@@ -23,6 +23,9 @@ PRIORITY_VIEW_TITLE = "AutoAL priority"
 # the backbone is trained again when the labels have grown by this factor since it was (the two speeds); 1.2 was
 # closer to a full fit every round than 1.5 on fresh seeds (docs/benchmark.md, "The fast path in the loop")
 BACKBONE_GROWTH = 1.2
+# a backbone retrain pushes every task when the labels have grown by this factor since the last such push, else
+# only the head of the queue: each whole-pool push is deleted later, which locks an LS on SQLite ~12 ms a task
+FULL_PUSH_GROWTH = 1.5
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,7 @@ class Settings:
     fast_path: bool = True  # AUTOAL_FAST_PATH: between full retrains, refit the head on cached embeddings
     push_top: int = 300  # AUTOAL_PUSH_TOP: predictions the fast path pushes (the head of the queue)
     backbone_growth: float = BACKBONE_GROWTH  # AUTOAL_BACKBONE_GROWTH: train the backbone again at this x its labels
+    full_push_growth: float = FULL_PUSH_GROWTH  # AUTOAL_FULL_PUSH_GROWTH: push every task again at this x the labels
 
     @property
     def basic_auth_enabled(self) -> bool:
@@ -143,6 +147,7 @@ class Settings:
             fast_path=reader.flag("AUTOAL_FAST_PATH", True),
             push_top=reader.integer("AUTOAL_PUSH_TOP", 300, minimum=1),
             backbone_growth=reader.number("AUTOAL_BACKBONE_GROWTH", BACKBONE_GROWTH, minimum=1.0),
+            full_push_growth=reader.number("AUTOAL_FULL_PUSH_GROWTH", FULL_PUSH_GROWTH, minimum=1.0),
         )
 
 

@@ -35,6 +35,10 @@ def test_two_speed_settings_and_their_bad_values():
     assert settings.fast_path is False and settings.push_top == 50 and settings.backbone_growth == 1.0
     with pytest.raises(ValueError, match="AUTOAL_BACKBONE_GROWTH must be >= 1.0, got 0.9"):
         Settings.from_env({"AUTOAL_BACKBONE_GROWTH": "0.9"})
+    assert Settings.from_env({}).full_push_growth == 1.5
+    assert Settings.from_env({"AUTOAL_FULL_PUSH_GROWTH": "2"}).full_push_growth == 2.0
+    with pytest.raises(ValueError, match="AUTOAL_FULL_PUSH_GROWTH must be a number"):
+        Settings.from_env({"AUTOAL_FULL_PUSH_GROWTH": "often"})
     with pytest.raises(ValueError, match="AUTOAL_PUSH_TOP must be >= 1, got 0"):
         Settings.from_env({"AUTOAL_PUSH_TOP": "0"})
     with pytest.raises(ValueError, match="AUTOAL_FAST_PATH must be true or false"):
