@@ -115,6 +115,8 @@ def pruned_weights(weights: np.ndarray, active: np.ndarray) -> np.ndarray:
     (a row whose active weights are all 0 gets equal weights over them). Raw-logit weights (the released
     code's, which can be negative) are only zeroed: they were never normalized."""
     raw = np.asarray(weights, dtype=np.float32)
+    if np.all(active):  # nothing pruned: the weights as they are (renormalizing would move them by rounding)
+        return raw
     if raw.min(initial=0.0) < 0:
         return np.where(np.asarray(active)[None, :], raw, 0.0).astype(np.float32)
     weights = np.where(np.asarray(active)[None, :], np.asarray(weights, dtype=np.float32), 0.0)

@@ -91,6 +91,8 @@ def test_pruned_weights_renormalize_over_the_active_candidates():
     weights = np.array([[0.2, 0.3, 0.5], [0.0, 0.0, 1.0]], dtype=np.float32)
     result = pruned_weights(weights, np.array([True, True, False]))
     assert np.allclose(result, [[0.4, 0.6, 0.0], [0.5, 0.5, 0.0]])
+    equal = np.full((2, 11), 1.0 / 11, dtype=np.float32)  # renormalized, these would move by float rounding
+    assert np.array_equal(pruned_weights(equal, np.ones(11, dtype=bool)), equal)
 
 
 def test_a_one_class_candidate_is_pruned_within_a_few_rounds_on_digits(digits):
