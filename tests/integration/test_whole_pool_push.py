@@ -11,16 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from .conftest import (
-    CLASSES,
-    annotate,
-    connect_backend,
-    create_project,
-    list_tasks,
-    start_backend,
-    stop_process,
-    true_label,
-)
+from . import conftest as lab
 from .test_two_speed import done_jobs, wait_quiet
 
 pytestmark = pytest.mark.integration
@@ -35,19 +26,19 @@ LAST_LABELS = 17
 def test_retrains_between_whole_pool_pushes_push_the_head_and_ls_keeps_the_newest_whole_push(
         label_studio, digit_images, tmp_path):
     ls = label_studio
-    project_id = create_project(ls, "AutoAL whole-pool pushes", digit_images[:TASKS])
-    backend = start_backend(ls, tmp_path / "models", AUTOAL_PUSH_TOP=str(PUSH_TOP), AUTOAL_BACKBONE_GROWTH="1",
-                            AUTOAL_FULL_PUSH_GROWTH=str(FULL_PUSH_GROWTH))
+    project_id = lab.create_project(ls, "AutoAL whole-pool pushes", digit_images[:TASKS])
+    backend = lab.start_backend(ls, tmp_path / "models", AUTOAL_PUSH_TOP=str(PUSH_TOP), AUTOAL_BACKBONE_GROWTH="1",
+                                AUTOAL_FULL_PUSH_GROWTH=str(FULL_PUSH_GROWTH))
     try:
-        ml_id = connect_backend(ls, project_id, backend)
-        tasks = list_tasks(ls, project_id)
-        for digit in CLASSES:
-            annotate(ls, next(task for task in tasks if true_label(task) == digit))
+        ml_id = lab.connect_backend(ls, project_id, backend)
+        tasks = lab.list_tasks(ls, project_id)
+        for digit in lab.CLASSES:
+            lab.annotate(ls, next(task for task in tasks if lab.true_label(task) == digit))
         wait_quiet(backend, project_id, "the jobs of the first labels")
         assert ls.api("POST", f"/api/ml/{ml_id}/train").status_code == 200
         wait_quiet(backend, project_id, "START_TRAINING's retrain")
         for _ in range(LAST_LABELS - FIRST_LABELS):
-            annotate(ls, ls.api("GET", f"/api/projects/{project_id}/next/").json())
+            lab.annotate(ls, ls.api("GET", f"/api/projects/{project_id}/next/").json())
             wait_quiet(backend, project_id, "the retrain of one more label")
 
         store = backend.store
@@ -70,4 +61,4 @@ def test_retrains_between_whole_pool_pushes_push_the_head_and_ls_keeps_the_newes
         newest_whole = max((job for job in retrains if job["n_pushed"] > PUSH_TOP), key=lambda job: job["id"])
         assert whole_pushes == [newest_whole["model_version"]]  # the newest whole push is kept, the older gone
     finally:
-        stop_process(backend.process)
+        lab.stop_process(backend.process)
