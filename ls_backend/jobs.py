@@ -495,8 +495,7 @@ class RetrainAndRank:
 
     def newest_whole_push(self, ls: LabelStudioClient) -> dict[str, Any] | None:
         """The stored model of the newest version of ours in LS with more than AUTOAL_PUSH_TOP predictions."""
-        versions = whole_pool_versions(ls.model_versions(self.project_id), self.settings.push_top)
-        for version in sorted(versions, key=version_number, reverse=True):
+        for version in whole_pool_versions(ls.model_versions(self.project_id), self.settings.push_top):
             model = self.store.model(self.project_id, version)
             if model is not None:
                 return model
@@ -526,7 +525,7 @@ class RetrainAndRank:
 
         try:
             versions = ls.model_versions(self.project_id)
-            keep |= set(sorted(whole_pool_versions(versions, self.settings.push_top), key=version_number)[-1:])
+            keep |= set(whole_pool_versions(versions, self.settings.push_top)[:1])  # the newest
             for version, count in versions.items():
                 full_push = count > self.settings.push_top
                 if full_push and self.lane == "fast":
@@ -549,8 +548,9 @@ class RetrainAndRank:
 
 
 def whole_pool_versions(counts: dict[str, int], push_top: int) -> list[str]:
-    """Our versions in LS (name -> predictions) with more predictions than the head of the queue."""
-    return [version for version, count in counts.items() if version.startswith(VERSION_PREFIX) and count > push_top]
+    """Our versions in LS (name -> predictions) with more predictions than the head of the queue, newest first."""
+    versions = [version for version, count in counts.items() if version.startswith(VERSION_PREFIX) and count > push_top]
+    return sorted(versions, key=version_number, reverse=True)
 
 
 def version_number(version: str) -> int:
