@@ -4,8 +4,9 @@ Per data set and strategy (over seeds): normalized AUBC mean +- std; the paired 
 the same seeds with wins/n; final accuracy; labels needed to reach random's final accuracy and the labeling
 cost saved vs random at that target (both read off the seed-averaged curves); mean train and query seconds
 per round. Then the goal check against the results' `Goals` (``settings.goals``, see goals.py): AutoAL vs the
-best single candidate in hindsight, vs random, vs ALBL; for information also vs the best other library's
-strategy and vs the equal-weight ablation.
+best single candidate in hindsight (within a tolerance, and whether it is ahead by a margin), vs random (paired
+wins, and the labels it needs to reach random's final accuracy as a share of random's), vs ALBL; for
+information also vs the best other library's strategy and vs the equal-weight, learned and pruned variants.
 """
 
 from __future__ import annotations
@@ -154,10 +155,14 @@ def goal_check(runs: list[dict[str, Any]], goals: Goals | None = None) -> dict[s
         check["best_candidate_aubc"] = float(candidates[best].aubc.mean())
         check["vs_best"] = paired(autoal, candidates[best])
         check["meets_best"] = check["autoal_aubc"] >= check["best_candidate_aubc"] - goals.best_tolerance
+        check["ahead_of_best"] = check["autoal_aubc"] >= check["best_candidate_aubc"] + goals.best_margin
     if RANDOM in grouped:
-        check["vs_random"] = paired(autoal, grouped[RANDOM])
+        reference = grouped[RANDOM]
+        check["vs_random"] = paired(autoal, reference)
         wins, n = check["vs_random"].wins, check["vs_random"].n
         check["meets_random"] = check["vs_random"].mean > goals.random_min_difference and wins >= goals.wins_needed(n)
+        check["labels_share"] = labels_share(autoal, reference)
+        check["meets_labels"] = check["labels_share"] is not None and check["labels_share"] <= goals.labels_share_max
     if ALBL in grouped:
         check["vs_albl"] = paired(autoal, grouped[ALBL])
         check["meets_albl"] = check["vs_albl"].mean > goals.albl_min_difference
@@ -173,6 +178,15 @@ def goal_check(runs: list[dict[str, Any]], goals: Goals | None = None) -> dict[s
     if AUTOAL_PRUNED in grouped:  # equal weights over the candidates the pruning keeps
         check["vs_pruned"] = paired(autoal, grouped[AUTOAL_PRUNED])
     return check
+
+
+def labels_share(curve: Curve, reference: Curve) -> float | None:
+    """Labels ``curve`` needs to reach ``reference``'s final accuracy over the labels ``reference`` needs (both
+    read off the seed-averaged curves); None when ``curve`` never reaches it."""
+    target = float(reference.accuracy[:, -1].mean())
+    needed = first_reaching(curve.labels.mean(axis=0), curve.accuracy.mean(axis=0), target)
+    own = first_reaching(reference.labels.mean(axis=0), reference.accuracy.mean(axis=0), target)
+    return None if needed is None or not own else needed / own
 
 
 def cost_aware_check(grouped: dict[str, Curve]) -> dict[str, Any] | None:
@@ -266,7 +280,8 @@ def goal_lines(check: dict[str, Any] | None, goals: Goals | None = None) -> list
             f"- AutoAL {check['autoal_aubc']:.3f} vs best single candidate `{check['best_candidate']}` "
             f"{check['best_candidate_aubc']:.3f}: paired {fmt(vs.mean, signed=True)} "
             f"({vs.wins}/{vs.n} wins); "
-            f"goal (>= {best}) {'met' if check['meets_best'] else 'NOT met'}"
+            f"goal (>= {best}) {'met' if check['meets_best'] else 'NOT met'}; "
+            f"ahead by >= {goals.best_margin:g} (wanted on two data sets): {'yes' if check['ahead_of_best'] else 'no'}"
         )
     if "vs_random" in check:
         vs = check["vs_random"]
@@ -274,6 +289,11 @@ def goal_lines(check: dict[str, Any] | None, goals: Goals | None = None) -> list
             f"- AutoAL vs random: paired {fmt(vs.mean, signed=True)} ({vs.wins}/{vs.n} wins); "
             f"goal ({above(goals.random_min_difference)}, >= {100 * goals.random_min_win_share:g}% wins) "
             f"{'met' if check['meets_random'] else 'NOT met'}"
+        )
+        share = "not reached" if check["labels_share"] is None else f"{100 * check['labels_share']:.0f}%"
+        lines.append(
+            f"- AutoAL's labels to reach random's final accuracy, as a share of random's: {share}; "
+            f"goal (<= {100 * goals.labels_share_max:g}%) {'met' if check['meets_labels'] else 'NOT met'}"
         )
     if "vs_albl" in check:
         vs = check["vs_albl"]

@@ -71,8 +71,15 @@ def test_summary_and_goal_check() -> None:
     assert check["best_peer"] == "skactiveml.badge" and check["vs_best_peer"].mean < 0
     assert check["vs_uniform"].mean < 0 and check["vs_uniform"].wins == 0
     assert goal_check(runs, Goals()) == check
+    assert check["labels_share"] == pytest.approx(40 / 60)  # 0.7 at 40 labels; random reaches it at 60
+    assert not check["meets_labels"]
     lines = "\n".join(goal_lines(check))
-    assert "goal (>= best - 0.005) met" in lines and "goal (above, >= 90% wins) met" in lines
+    assert "goal (>= best - 0.002) met" in lines and "goal (above, >= 90% wins) met" in lines
+    assert "share of random's: 67%; goal (<= 50%) NOT met" in lines
+    # AutoAL's AUBC is margin's + 0.005
+    assert "(wanted on two data sets): no" in "\n".join(goal_lines(goal_check(runs, Goals(best_margin=0.01))))
+    lenient = Goals(best_margin=0.001, labels_share_max=0.7)
+    assert goal_check(runs, lenient)["meets_labels"] and goal_check(runs, lenient)["ahead_of_best"]
     strict = Goals(best_tolerance=-0.05, random_min_difference=0.5, albl_min_difference=0.5)
     strict_check = goal_check(runs, strict)
     assert not (strict_check["meets_best"] or strict_check["meets_random"] or strict_check["meets_albl"])
