@@ -372,10 +372,35 @@ def write_report(results: dict[str, Any], out_dir: Path, plots: bool = True) -> 
     return report
 
 
+def candidate_family(name: str) -> str:
+    """A candidate's family, the module that defines it: uncertainty, diversity (BADGE included), learned."""
+    from autoal_engine.strategies import STRATEGIES
+
+    strategy = STRATEGIES.get(name)
+    return strategy.__module__.rsplit(".", 1)[-1] if strategy else "other"
+
+
+def active_shares(runs: list[dict[str, Any]], strategy: str) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Which candidates a pruned strategy kept, per round: the candidate names (by family, then name), the
+    mean labels of each round that chose a batch, and the (candidates, rounds) share of seeds in which the
+    candidate was active. Runs of other strategies and rounds without a pruning record are left out."""
+    chosen = [r for r in runs if r["strategy"] == strategy]
+    records = [[rnd.get("active_candidates") for rnd in r["rounds"]] for r in chosen]
+    rounds = min((next((i for i, a in enumerate(seed) if a is None), len(seed)) for seed in records), default=0)
+    names = sorted({n for r in chosen for rnd in r["rounds"][:rounds]
+                    for n in [*(rnd.get("pruning_rewards") or {}), *rnd["active_candidates"]]},
+                   key=lambda n: (candidate_family(n), n))
+    shares = np.array([[np.mean([n in seed[i] for seed in records]) for i in range(rounds)] for n in names])
+    labels = np.array([np.mean([r["rounds"][i]["labels"] for r in chosen]) for i in range(rounds)])
+    return names, labels, shares.reshape(len(names), rounds)
+
+
 def plot_dataset(name: str, runs: list[dict[str, Any]], out_dir: Path) -> list[Path]:
     """Accuracy vs labels and vs cumulative cost (mean +- std bands); the mean learned strategy weights per
-    round of ``autoal`` (when its search is on) or else ``autoal_search`` (``<name>_autoal_weights.png``); and
-    those of the pruned runs, where a pruned candidate's weight is 0 (``<name>_<strategy>_weights.png``)."""
+    round of ``autoal`` (when its search is on) or else ``autoal_search`` (``<name>_autoal_weights.png``);
+    those of the pruned runs, where a pruned candidate's weight is 0 (``<name>_<strategy>_weights.png``); and
+    for the pruned runs the share of seeds in which each candidate survived, per round
+    (``<name>_<strategy>_active.png``)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -423,6 +448,21 @@ def plot_dataset(name: str, runs: list[dict[str, Any]], out_dir: Path) -> list[P
         axis.grid(alpha=0.3)
         axis.legend(fontsize=7, ncol=2)
         path = out_dir / f"{name}_{file_name}_weights.png"
+        figure.savefig(path, dpi=110, bbox_inches="tight")
+        plt.close(figure)
+        paths.append(path)
+    for strategy in (AUTOAL_PRUNED, AUTOAL_PRUNED_SEARCH):
+        names, labels, shares = active_shares(runs, strategy)
+        if not names or not shares.size:
+            continue
+        figure, axis = plt.subplots(figsize=(9, 5))
+        image = axis.imshow(shares, aspect="auto", cmap="Greens", vmin=0, vmax=1)
+        axis.set_yticks(range(len(names)), [f"{n} ({candidate_family(n)})" for n in names], fontsize=8)
+        axis.set_xticks(range(len(labels)), [f"{x:.0f}" for x in labels], fontsize=7)
+        axis.set_xlabel("labels when the batch was chosen")
+        axis.set_title(f"{name}: {strategy}, share of seeds in which each candidate was active")
+        figure.colorbar(image, ax=axis, label="share of seeds active")
+        path = out_dir / f"{name}_{strategy}_active.png"
         figure.savefig(path, dpi=110, bbox_inches="tight")
         plt.close(figure)
         paths.append(path)

@@ -151,3 +151,21 @@ def test_the_goal_check_compares_autoal_with_its_pruned_variant(tmp_path) -> Non
     assert "candidate pool pruned each round, `autoal_pruned`: paired -0.075" in "\n".join(goal_lines(check))
     names = [path.name for path in plot_dataset("toy", runs, tmp_path)]
     assert "toy_autoal_pruned_weights.png" in names
+
+
+def test_active_shares_counts_the_seeds_in_which_each_candidate_survived() -> None:
+    from autoal_bench.report import active_shares
+
+    def pruned(seed, active):
+        rounds = [{"labels": 20 + 20 * i, "active_candidates": a,
+                   "pruning_rewards": {"margin": 0.1, "kmeans": 0.2, "loss": 0.0}} for i, a in enumerate(active)]
+        return {"strategy": "autoal_pruned", "seed": seed, "rounds": [*rounds, {"labels": 80}]}
+
+    runs = [pruned(0, [["margin", "kmeans", "loss"], ["kmeans"], ["kmeans", "margin"]]),
+            pruned(1, [["margin", "kmeans", "loss"], ["kmeans", "margin"], ["kmeans"]]),
+            run("autoal", 0, [0.3, 0.5])]
+    names, labels, shares = active_shares(runs, "autoal_pruned")
+    assert names == ["kmeans", "loss", "margin"]  # diversity, learned, uncertainty
+    np.testing.assert_allclose(labels, [20, 40, 60])  # the last round chose nothing
+    np.testing.assert_allclose(shares, [[1, 1, 1], [1, 0, 0], [1, 0.5, 0.5]])
+    assert active_shares(runs, "autoal_pruned_search")[0] == []
