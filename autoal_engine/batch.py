@@ -20,9 +20,8 @@ from sklearn.cluster import KMeans
 
 
 def diverse_batch(priority: np.ndarray, embeddings: np.ndarray, batch_size: int, prefilter: int,
-                  seed: int, weights: np.ndarray | None = None) -> np.ndarray:
-    """Indices of the diverse batch (at most ``batch_size``), highest priority first; ``weights``: the k-means
-    sample weight of each item (default: its priority)."""
+                  seed: int) -> np.ndarray:
+    """Indices of the diverse batch (at most ``batch_size``), highest priority first."""
     priority = np.asarray(priority, dtype=np.float64)
     if len(priority) != len(embeddings):
         raise ValueError("embeddings: one row per priority is required")
@@ -34,7 +33,7 @@ def diverse_batch(priority: np.ndarray, embeddings: np.ndarray, batch_size: int,
     clusters = min(batch_size, len(np.unique(points.round(6), axis=0)))
     if clusters >= len(shortlist) or clusters <= 1:
         return shortlist[:batch_size]
-    weights = (priority if weights is None else np.asarray(weights, dtype=np.float64))[shortlist] + 1e-6
+    weights = priority[shortlist] + 1e-6
     kmeans = KMeans(clusters, n_init=1, random_state=seed).fit(points, sample_weight=weights)
     distance = np.linalg.norm(points - kmeans.cluster_centers_[kmeans.labels_], axis=1)
     picks = [np.flatnonzero(kmeans.labels_ == c)[np.argmin(distance[kmeans.labels_ == c])]

@@ -234,9 +234,6 @@ class EngineConfig:
     # (autoal_engine/batch.py); a single candidate keeps its own order | "none": the top-b of the priority
     batch_diversity: str = "kmeans"
     diversity_prefilter: int = 10  # the diverse batch is chosen among the top prefilter * batch_size
-    # the k-means sample weights of the diverse batch: "priority" (value per second; cost-blind it is the
-    # expected-loss benefit g(z)) | "score": cost-blind, the mixture score z itself (the weights before session 9)
-    diversity_weights: str = "priority"
     seed: int = 0
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -466,7 +463,6 @@ RULES: dict[str, Callable[[Any], str | None]] = {
     "batch_size": _at_least(1),
     "batch_diversity": _one_of("kmeans", "none"),
     "diversity_prefilter": _at_least(1),
-    "diversity_weights": _one_of("priority", "score"),
     "seed": _at_least(0),
 }
 

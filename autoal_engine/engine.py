@@ -327,7 +327,7 @@ class Engine:
         gamma = self.cost_model.effective_gamma(config.cost.gamma, known)
         priority = cost_module.priority(benefit, seconds, gamma)
         if config.batch_diversity == "kmeans" and len(config.strategies) > 1:  # one candidate: its own order
-            priority = with_batch_first(priority, self._queue_head(priority, benefit, z, outputs.embeddings, gamma))
+            priority = with_batch_first(priority, self._queue_head(priority, benefit, outputs.embeddings, gamma))
         return Ranking(
             priority=priority,
             informativeness=benefit,
@@ -343,18 +343,16 @@ class Engine:
             active=active,
         )
 
-    def _queue_head(self, priority: np.ndarray, benefit: np.ndarray, z: np.ndarray, embeddings: np.ndarray,
+    def _queue_head(self, priority: np.ndarray, benefit: np.ndarray, embeddings: np.ndarray,
                     gamma: float) -> np.ndarray:
         """The diverse head of the queue (batch.py) by priority. While cost counts (gamma > 0), its first
         ceil(exploration * b) items are a diverse batch by benefit alone, cost ignored: the cost model keeps
-        seeing slow items, which a value-per-second queue would otherwise never serve (spec 10.6). Cost-blind,
-        ``diversity_weights = "score"`` weighs the k-means by the mixture score ``z`` instead of the benefit."""
+        seeing slow items, which a value-per-second queue would otherwise never serve (spec 10.6)."""
         config = self.config
         b, prefilter, seed = config.batch_size, config.diversity_prefilter, config.seed
         explore = math.ceil(config.cost.exploration * b) if gamma > 0 else 0
         if explore == 0:
-            weights = z if config.diversity_weights == "score" else None
-            return diverse_batch(priority, embeddings, b, prefilter, seed, weights=weights)
+            return diverse_batch(priority, embeddings, b, prefilter, seed)
         blind = diverse_batch(benefit, embeddings, explore, prefilter, seed)
         rest = np.setdiff1d(np.arange(len(priority)), blind)
         if len(rest) == 0:

@@ -59,16 +59,3 @@ def test_bad_arguments_are_value_errors(kwargs):
         diverse_batch(np.ones(4), np.zeros((4, 2)), **args)
     with pytest.raises(ValueError, match="embeddings"):
         diverse_batch(np.ones(4), np.zeros((3, 2)), batch_size=2, prefilter=2, seed=0)
-
-
-def test_the_kmeans_weights_default_to_the_priority_and_can_be_given():
-    rng = np.random.default_rng(3)
-    embeddings = rng.standard_normal((60, 4))
-    priority = rng.random(60)
-    default = diverse_batch(priority, embeddings, batch_size=6, prefilter=5, seed=0)
-    np.testing.assert_array_equal(default, diverse_batch(priority, embeddings, 6, 5, 0, weights=priority))
-    # all the weight on one shortlisted item pulls a centroid onto it: it is picked, whatever its priority rank
-    shortlist = np.argsort(-priority)[:30]
-    heavy = np.full(60, 1e-6)
-    heavy[shortlist[-1]] = 1e6
-    assert shortlist[-1] in diverse_batch(priority, embeddings, 6, 5, 0, weights=heavy)
