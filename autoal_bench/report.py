@@ -111,7 +111,7 @@ def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for name, curve in grouped.items():
         mean_acc = curve.accuracy.mean(axis=0)
         vs_random = paired(curve, reference) if reference and name != RANDOM else None
-        labels_needed = first_reaching(curve.labels.mean(axis=0), mean_acc, target) if target else None
+        labels_needed = reaching_labels(curve, target) if target else None
         rows.append({
             "strategy": name,
             "seeds": len(curve.seeds),
@@ -130,6 +130,11 @@ def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         })
     rows.sort(key=lambda r: (r["strategy"] != RANDOM, -r["aubc_mean"]))
     return rows
+
+
+def reaching_labels(curve: Curve, target: float) -> float | None:
+    """Mean labels at the first round where the seed-averaged accuracy reaches ``target``."""
+    return first_reaching(curve.labels.mean(axis=0), curve.accuracy.mean(axis=0), target)
 
 
 def reaching_cost(curve: Curve | None, target: float | None) -> float | None:
@@ -184,8 +189,7 @@ def labels_share(curve: Curve, reference: Curve) -> float | None:
     """Labels ``curve`` needs to reach ``reference``'s final accuracy over the labels ``reference`` needs (both
     read off the seed-averaged curves); None when ``curve`` never reaches it."""
     target = float(reference.accuracy[:, -1].mean())
-    needed = first_reaching(curve.labels.mean(axis=0), curve.accuracy.mean(axis=0), target)
-    own = first_reaching(reference.labels.mean(axis=0), reference.accuracy.mean(axis=0), target)
+    needed, own = reaching_labels(curve, target), reaching_labels(reference, target)
     return None if needed is None or not own else needed / own
 
 
@@ -198,8 +202,7 @@ def cost_aware_check(grouped: dict[str, Curve]) -> dict[str, Any] | None:
     if blind is None or aware is None:
         return None
     target = float(blind.accuracy.mean(axis=0)[-1])
-    blind_seconds = first_reaching(blind.cost.mean(axis=0), blind.accuracy.mean(axis=0), target)
-    aware_seconds = first_reaching(aware.cost.mean(axis=0), aware.accuracy.mean(axis=0), target)
+    blind_seconds, aware_seconds = reaching_cost(blind, target), reaching_cost(aware, target)
     common = sorted(set(blind.seeds) & set(aware.seeds))
     rounds = min(blind.labels.shape[1], aware.labels.shape[1])
 
@@ -211,7 +214,7 @@ def cost_aware_check(grouped: dict[str, Curve]) -> dict[str, Any] | None:
         "target_accuracy": target,
         "blind_seconds": blind_seconds,
         "aware_seconds": aware_seconds,
-        "aware_labels": first_reaching(aware.labels.mean(axis=0), aware.accuracy.mean(axis=0), target),
+        "aware_labels": reaching_labels(aware, target),
         "saved": cost_saved(aware_seconds, blind_seconds),
         "aubc_difference": paired_difference(aubc(aware), aubc(blind)) if common else None,
         "common_labels": int(blind.labels[0, rounds - 1]),
@@ -453,7 +456,7 @@ def plot_dataset(name: str, runs: list[dict[str, Any]], out_dir: Path) -> list[P
         paths.append(path)
     for strategy in (AUTOAL_PRUNED, AUTOAL_PRUNED_SEARCH):
         names, labels, shares = active_shares(runs, strategy)
-        if not names or not shares.size:
+        if not names:  # no run of this strategy recorded a pruning decision
             continue
         figure, axis = plt.subplots(figsize=(9, 5))
         image = axis.imshow(shares, aspect="auto", cmap="Greens", vmin=0, vmax=1)

@@ -117,9 +117,9 @@ def pruned_weights(weights: np.ndarray, active: np.ndarray) -> np.ndarray:
     raw = np.asarray(weights, dtype=np.float32)
     if np.all(active):  # nothing pruned: the weights as they are (renormalizing would move them by rounding)
         return raw
+    kept = np.where(np.asarray(active)[None, :], raw, 0.0).astype(np.float32)
     if raw.min(initial=0.0) < 0:
-        return np.where(np.asarray(active)[None, :], raw, 0.0).astype(np.float32)
-    weights = np.where(np.asarray(active)[None, :], np.asarray(weights, dtype=np.float32), 0.0)
-    total = weights.sum(axis=1, keepdims=True)
+        return kept
+    total = kept.sum(axis=1, keepdims=True)
     uniform = np.asarray(active, dtype=np.float32) / max(1, int(np.sum(active)))
-    return np.where(total > 0, weights / np.where(total > 0, total, 1.0), uniform[None, :]).astype(np.float32)
+    return np.where(total > 0, kept / np.where(total > 0, total, 1.0), uniform[None, :]).astype(np.float32)
