@@ -213,6 +213,7 @@ class CostConfig:
     exploration: float = 0.1  # share of the head of the queue picked by benefit alone while cost counts
     min_spearman: float = 0.2  # cross-validated rank correlation below which predicted costs are ignored
     features: int = 8  # principal components of the embedding used as cost-model features
+    within_class: bool = False  # divide by the seconds relative to the predicted class's median (cost.py)
 
 
 @dataclass

@@ -325,7 +325,9 @@ class Engine:
         predicted = self.cost_model.predict(_project(outputs.embeddings, self.cost_basis))
         seconds = cost_module.combine_known(predicted, known)
         gamma = self.cost_model.effective_gamma(config.cost.gamma, known)
-        priority = cost_module.priority(benefit, seconds, gamma)
+        per = (cost_module.relative_to_class(seconds, outputs.probs.argmax(1)) if config.cost.within_class
+               else seconds)
+        priority = cost_module.priority(benefit, per, gamma)
         if config.batch_diversity == "kmeans" and len(config.strategies) > 1:  # one candidate: its own order
             priority = with_batch_first(priority, self._queue_head(priority, benefit, outputs.embeddings, gamma))
         return Ranking(

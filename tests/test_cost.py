@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from autoal_engine.config import CostConfig
-from autoal_engine.cost import CostModel, combine_known, priority, spearman
+from autoal_engine.cost import CostModel, combine_known, priority, relative_to_class, spearman
 
 
 def learnable_costs(n: int, seed: int, slope: float = 0.8, noise: float = 0.2) -> tuple[np.ndarray, ...]:
@@ -34,6 +34,22 @@ def test_gamma_zero_ignores_cost():
     np.testing.assert_array_equal(np.argsort(-p, kind="stable"), np.argsort(-benefit, kind="stable"))
     # and with gamma > 0 these costs do change the order
     assert not np.array_equal(np.argsort(-priority(benefit, cost, 1.0)), np.argsort(-benefit))
+
+
+def test_seconds_relative_to_the_class_leave_the_order_inside_a_class_and_remove_its_level():
+    seconds = np.array([1.0, 2.0, 4.0, 20.0, 40.0, 80.0])
+    classes = np.array(["one", "one", "one", "zero", "zero", "zero"])
+    relative = relative_to_class(seconds, classes)
+    np.testing.assert_allclose(relative, [0.5, 1.0, 2.0, 0.5, 1.0, 2.0])
+    # by raw seconds every "one" comes before every "zero"; relative to the class they interleave
+    benefit = np.ones(6)
+    assert set(np.argsort(-priority(benefit, seconds, 1.0))[:3]) == {0, 1, 2}
+    assert set(np.argsort(-priority(benefit, relative, 1.0))[:2]) == {0, 3}
+
+
+def test_relative_to_class_rejects_a_class_list_of_the_wrong_length():
+    with pytest.raises(ValueError, match="predicted_class"):
+        relative_to_class(np.ones(3), np.zeros(2))
 
 
 def test_priority_is_in_unit_interval_and_constant_maps_to_ones():

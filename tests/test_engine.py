@@ -150,6 +150,26 @@ def test_costs_change_the_order_only_through_gamma(split):
     assert np.array_equal(costly.predicted_cost, known)
 
 
+def test_within_class_cost_keeps_an_expensive_class_in_the_head_of_the_queue(split):
+    """Known costs that depend on the class alone (one class ten times as slow): value per raw second keeps
+    that class out of the head of the queue, value per second relative to the class does not (every item of a
+    class costs its class's median, so the order is the benefit's)."""
+    x, y, pool, _ = split
+    config = fast_config(enabled=False)
+    config.batch_diversity, config.cost.gamma = "none", 1.0
+    engine = Engine(config).fit(x, y)
+    predicted = engine.rank(pool).predicted_label
+    slow = predicted == predicted[0]
+    known = np.where(slow, 100.0, 10.0)
+    raw = engine.rank(pool, known_costs=known)
+    engine.config.cost.within_class = True
+    relative = engine.rank(pool, known_costs=known)
+    assert np.array_equal(relative.order, np.argsort(-relative.informativeness, kind="stable"))
+    assert np.array_equal(relative.predicted_cost, known)  # the seconds shown stay the predicted seconds
+    head = relative.order[:20]
+    assert slow[head].sum() > slow[raw.order[:20]].sum()
+
+
 def test_while_cost_counts_the_head_of_the_queue_keeps_a_cost_blind_exploration_share(split):
     """Value per second avoids slow items; the first ceil(exploration * b) of the head are picked by benefit
     alone (a diverse batch, cost ignored), so slow informative items are still served and timed."""
