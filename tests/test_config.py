@@ -39,13 +39,14 @@ OLD_DEFAULT_DICT = {
 
 def old_layout(config: EngineConfig) -> dict:
     """``config.to_dict()`` as the code before the move wrote it: the moved fields under ``search``, without
-    the fields added since (the tuning and pruning sections, the model's new recipe fields) and with the boolean
-    augment."""
+    the fields added since (the tuning and pruning sections, the model's new recipe fields, cost.within_class)
+    and with the boolean augment."""
     data = config.to_dict()
     data.pop("tuning")
     data.pop("pruning")
     data["model"] = {name: value for name, value in data["model"].items() if name in OLD_DEFAULT_DICT["model"]}
     data["model"]["augment"] = data["model"]["augment"] != "none"
+    data["cost"] = {name: value for name, value in data["cost"].items() if name in OLD_DEFAULT_DICT["cost"]}
     for old, new in MOVED_FIELDS.items():
         new_section, name = new.split(".")
         data["search"][old.split(".")[1]] = data[new_section].pop(name)
