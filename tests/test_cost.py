@@ -1,4 +1,4 @@
-"""Tests of the label-cost model, value-per-cost priority and budgeted batch selection (spec section 10)."""
+"""Tests of the label-cost model, value-per-cost priority and seconds relative to the class (spec section 10)."""
 
 from __future__ import annotations
 
