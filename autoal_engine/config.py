@@ -204,7 +204,7 @@ class TuningConfig:
 class CostConfig:
     """Label-cost model and value-per-cost priority (spec section 10)."""
 
-    gamma: float = 0.5  # priority = benefit / cost**gamma; 0 ignores cost
+    gamma: float = 1.0  # priority = benefit / cost**gamma (1: value per second); 0 ignores cost
     min_observations: int = 5  # fewer timed labels: uniform cost (cold start)
     shrinkage_n0: float = 100.0  # weight of the model: n / (n + n0), the rest goes to the median
     clip_quantile: float = 0.95  # observed seconds above this quantile are winsorized (idle time)
@@ -213,7 +213,7 @@ class CostConfig:
     exploration: float = 0.1  # share of the head of the queue picked by benefit alone while cost counts
     min_spearman: float = 0.2  # cross-validated rank correlation below which predicted costs are ignored
     features: int = 8  # principal components of the embedding used as cost-model features
-    within_class: bool = False  # divide by the seconds relative to the predicted class's median (cost.py)
+    within_class: bool = True  # seconds relative to the predicted class's median (cost.py); False: raw seconds
 
 
 @dataclass

@@ -156,7 +156,7 @@ def test_within_class_cost_keeps_an_expensive_class_in_the_head_of_the_queue(spl
     class costs its class's median, so the order is the benefit's)."""
     x, y, pool, _ = split
     config = fast_config(enabled=False)
-    config.batch_diversity, config.cost.gamma = "none", 1.0
+    config.batch_diversity, config.cost.gamma, config.cost.within_class = "none", 1.0, False
     engine = Engine(config).fit(x, y)
     predicted = engine.rank(pool).predicted_label
     slow = predicted == predicted[0]
