@@ -325,16 +325,17 @@ class Engine:
         predicted = self.cost_model.predict(_project(outputs.embeddings, self.cost_basis))
         seconds = cost_module.combine_known(predicted, known)
         gamma = self.cost_model.effective_gamma(config.cost.gamma, known)
-        per = (cost_module.relative_to_class(seconds, outputs.probs.argmax(1)) if config.cost.within_class
-               else seconds)
-        priority = cost_module.priority(benefit, per, gamma)
+        predicted_class = outputs.probs.argmax(1)
+        divisor = (cost_module.relative_to_class(seconds, predicted_class)
+                   if config.cost.within_class and gamma > 0 else seconds)  # gamma 0: the cost is not read
+        priority = cost_module.priority(benefit, divisor, gamma)
         if config.batch_diversity == "kmeans" and len(config.strategies) > 1:  # one candidate: its own order
             priority = with_batch_first(priority, self._queue_head(priority, benefit, outputs.embeddings, gamma))
         return Ranking(
             priority=priority,
             informativeness=benefit,
             predicted_cost=seconds,
-            predicted_label=np.array(self.classes, dtype=object)[outputs.probs.argmax(1)],
+            predicted_label=np.array(self.classes, dtype=object)[predicted_class],
             probabilities=outputs.probs,
             strategy_weights=weights,
             strategy_names=tuple(config.strategies),
