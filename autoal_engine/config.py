@@ -155,17 +155,10 @@ class MixtureConfig:
 @dataclass
 class PruningConfig:
     """Adaptive pruning of the candidate pool (autoal_engine/pruning.py): each round every candidate earns a
-    reward (the class diversity of its picks, TAILOR, or its simulated gain on the labeled set) and an
-    action-elimination rule keeps the ones whose reward interval reaches the leader's; the mixture (equal
-    weights or the search) runs over the survivors."""
+    class-diversity reward (TAILOR) and an action-elimination rule keeps the ones whose reward interval
+    reaches the leader's; the mixture (equal weights or the search) runs over the survivors."""
 
     enabled: bool = False
-    # "class_diversity": the classes the model predicts for each candidate's top picks (no extra training);
-    # "simulated_gain": the held-out Brier reduction of a proxy trained on each candidate's picks from the
-    # cross-fitted FitNets' simulated pool (two extra networks a full fit, as with the search);
-    # "expected_error_reduction": how much each candidate's top picks, labeled by draws from the model's
-    # belief, would lower a proxy's expected error on the pool
-    reward: str = "class_diversity"
     window: int = 5  # rounds of rewards the rule looks at (the most recent)
     warmup: int = 2  # rounds of rewards before anything is pruned
     confidence: float = 1.0  # z: half-width of each candidate's interval in standard errors
@@ -457,7 +450,6 @@ RULES: dict[str, Callable[[Any], str | None]] = {
     "tuning.reduction_factor": _at_least(2),
     "tuning.max_trials": _at_least(1),
     "tuning.startup_trials": _at_least(0),
-    "pruning.reward": _one_of("class_diversity", "simulated_gain", "expected_error_reduction"),
     "pruning.window": _at_least(1),
     "pruning.warmup": _at_least(0),
     "pruning.confidence": _at_least(0),

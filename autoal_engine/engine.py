@@ -10,14 +10,13 @@ fit:
     simulated AL round, cross-fitted; settings ``holdout.*``) and the SearchNet / FitNet bilevel search runs
     on those records (AutoAL-R, spec section 9); otherwise no extra networks: the tuning's CV accuracy when a
     tuning ran, else the head's k-fold CV on the fit's own embeddings (``head.py``; it reads high, since the
-    backbone saw those labels), and the candidates get equal weights. Pruning with the simulated-gain
-    reward (``pruning.reward``) trains the same two FitNets and measures each candidate's gain on them;
+    backbone saw those labels), and the candidates get equal weights.
 refit (the fast path, on cached vectors): keep the backbone, retrain the head and the cost model;
 rank_vectors: rank from cached vectors, the same ranking as `rank` on the images.
 rank:
  4. one pass of f over the pool (probabilities, embeddings, MC-dropout digest, predicted loss);
- 5. every candidate's score, normalized; per-sample weights pi (equal, or SearchNet's), zero for the
-    candidates pruning removed (``pruning.py``); z = sum_k pi_k r_k (``mixture.py``);
+ 5. every candidate's score, normalized; per-sample weights pi (equal, or SearchNet's); z = sum_k pi_k r_k
+    (``mixture.py``);
  6. benefit = z (equal weights) or the search's calibrated expected loss g(z); priority = benefit / cost^gamma,
     scaled to [0, 1];
  7. the first batch_size items of the queue are a diverse batch among the top priorities (batch.py).
@@ -56,13 +55,7 @@ from autoal_engine.mixture import (
     normalize_candidates,
 )
 from autoal_engine.models import TaskModel, embed, pool_outputs, resolve_device, train_model, training_steps
-from autoal_engine.pruning import (
-    class_diversity_rewards,
-    decide,
-    expected_error_reduction_rewards,
-    pruned_weights,
-    simulated_gain_rewards,
-)
+from autoal_engine.pruning import class_diversity_rewards, decide, pruned_weights
 from autoal_engine.ranking import Ranking
 from autoal_engine.search import (
     SearchRecords,
@@ -77,8 +70,6 @@ from autoal_engine.tuning import TuningOutcome, TuningState, due, trained_model_
 from autoal_engine.tuning import tune as tune_model
 
 log = logging.getLogger(__name__)
-
-FitNet = tuple[np.ndarray, np.ndarray, TaskModel]  # (train indices, evaluation indices, the network)
 
 CHECKPOINT = "engine.pt"
 FORMAT_VERSION = 1
@@ -156,14 +147,11 @@ class Engine:
 
         ratio = self._ratio(pool_size)
         search = config.search.enabled and len(config.strategies) > 1
-        gains_wanted = (config.pruning.enabled and config.pruning.reward == "simulated_gain"
-                        and len(config.strategies) > 1)
-        fitnets = self._train_fitnets(images, y) if (search or gains_wanted) and self._can_cross_fit(y) else None
-        gains = self._simulated_gains(images, y, fitnets) if gains_wanted and fitnets else None
-        records, holdout, holdout_source = None, None, None
-        if search and fitnets:  # the search learns from the FitNets' simulated round
-            records, holdout = self._search_records(images, y, ratio, fitnets)
-            holdout_source = "fitnets"
+        records, holdout = None, None
+        holdout_source = None
+        if search and self._can_cross_fit(y):  # the search learns from the FitNets' simulated round
+            records, holdout = self._cross_fit(images, y, ratio)
+            holdout_source = "fitnets" if holdout is not None else None
         elif tuning.cv is not None:  # the tuning's CV measured this configuration already
             holdout, holdout_source = tuning.cv.mean, "tuning_cv"
         else:  # no extra networks: the head's k-fold CV on the fit's own embeddings
@@ -193,8 +181,6 @@ class Engine:
             "tuning_state": self.tuning_state.to_dict(),  # what the next fit starts from (the incumbent)
             "selection_ratio": ratio,
             "search_used": self.search is not None,
-            # each candidate's simulated gain (pruning.py), this fit's pruning reward with reward "simulated_gain"
-            "simulated_gains": None if gains is None else [float(g) for g in gains],
             "mean_strategy_weights": {n: float(w) for n, w in zip(config.strategies, weights, strict=True)},
             "search": None if self.search is None else {
                 "soft_count": self.search.soft_count,
@@ -257,39 +243,38 @@ class Engine:
             log.info("too few labels to cross-fit (%d): no held-out accuracy, equal strategy weights", len(y))
         return bool(enough)
 
-    def _train_fitnets(self, images: torch.Tensor, y: np.ndarray) -> list[FitNet] | None:
-        """The two cross-fitted FitNets, each trained on one stratified half of the labels for the other half:
-        (train indices, evaluation indices, network) each; None when a half has one class or under 2 items."""
+    def _halves(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """A stratified random split into two halves (classes with one sample go to either side)."""
+        rng = np.random.default_rng(self.config.seed + 1)
+        first, second = [], []
+        for label in np.unique(y):
+            members = rng.permutation(np.flatnonzero(y == label))
+            cut = len(members) // 2 + (rng.integers(2) if len(members) % 2 else 0)
+            first.extend(members[:cut])
+            second.extend(members[cut:])
+        return np.sort(first), np.sort(second)
+
+    def _cross_fit(self, images: torch.Tensor, y: np.ndarray, ratio: float
+                   ) -> tuple[SearchRecords | None, float | None]:
+        """Cross-fitted FitNets, each trained on one half, score the other half with every candidate: the
+        simulated AL round the search learns from (spec A1, A9), and the held-out accuracy."""
         config = self.config
-        halves = stratified_halves(y, config.seed + 1)
-        pairs = [halves, halves[::-1]]
-        if any(len(np.unique(y[train_idx])) < 2 or len(eval_idx) < 2 for train_idx, eval_idx in pairs):
-            return None
-        fitnets = []
-        for group, (train_idx, eval_idx) in enumerate(pairs):
+        halves = self._halves(y)
+        parts: list[dict[str, Any]] = []
+        correct = 0
+        for group, (train_idx, eval_idx) in enumerate([halves, halves[::-1]]):
+            if len(np.unique(y[train_idx])) < 2 or len(eval_idx) < 2:
+                return None, None
             fitnet = TaskModel(self.model_config, self.channels, len(self.classes))
             train_model(fitnet, images[train_idx], torch.from_numpy(y[train_idx]), self.model_config,
                         training_steps(self.model_config, len(train_idx), config.holdout.fitnet_steps),
                         config.seed + 1 + group, self.device)
-            fitnets.append((train_idx, eval_idx, fitnet))
-        return fitnets
-
-    def _embeddings(self, network: TaskModel, images: torch.Tensor) -> np.ndarray:
-        return embed(network, _tensor_source(images), self.model_config, self.channels, self.device)[1]
-
-    def _search_records(self, images: torch.Tensor, y: np.ndarray, ratio: float,
-                        fitnets: list[FitNet]) -> tuple[SearchRecords, float]:
-        """Each FitNet scores its evaluation half with every candidate: the simulated AL round the search
-        learns from (spec A1, A9), and the held-out accuracy."""
-        config = self.config
-        parts: list[dict[str, Any]] = []
-        correct = 0
-        for group, (train_idx, eval_idx, fitnet) in enumerate(fitnets):
             labels = y[eval_idx]
+            _, train_embeddings, _ = embed(fitnet, _tensor_source(images[train_idx]), self.model_config,
+                                           self.channels, self.device)
             batch = max(2, math.ceil(ratio * len(eval_idx)))
             outputs = pool_outputs(fitnet, _tensor_source(images[eval_idx]), self.model_config, self.channels,
-                                   self.device, self._embeddings(fitnet, images[train_idx]), batch,
-                                   config.seed + group, self._mc_samples())
+                                   self.device, train_embeddings, batch, config.seed + group, self._mc_samples())
             candidates = normalize_candidates(self._scores(outputs), config.mixture.candidate_scores, ratio)
             correct += int((outputs.probs.argmax(1) == labels).sum())
             parts.append({
@@ -312,28 +297,6 @@ class Engine:
             **joined,
         )
         return records, correct / len(y)
-
-    def _simulated_gains(self, images: torch.Tensor, y: np.ndarray,
-                         fitnets: list[FitNet]) -> np.ndarray | None:
-        """Each candidate's simulated gain (pruning.py), averaged over four simulated rounds: each FitNet's
-        evaluation half is split (stratified) into two parts, and each part is the simulated pool once and
-        the evaluation set once; None when no half can be split."""
-        config = self.config
-        gains = []
-        for group, (train_idx, eval_idx, fitnet) in enumerate(fitnets):
-            seed_x = self._embeddings(fitnet, images[train_idx])
-            parts = stratified_halves(y[eval_idx], config.seed + 3 + group)
-            for pool_part, test_part in (parts, parts[::-1]):
-                if len(pool_part) < 2 or len(test_part) < 1:
-                    continue
-                pool_idx, test_idx = eval_idx[pool_part], eval_idx[test_part]
-                picks = min(config.batch_size, len(pool_idx) // 2)
-                outputs = pool_outputs(fitnet, _tensor_source(images[pool_idx]), self.model_config, self.channels,
-                                       self.device, seed_x, picks, config.seed + group, self._mc_samples())
-                gains.append(simulated_gain_rewards(
-                    self._scores(outputs), outputs.embeddings, y[pool_idx], seed_x, y[train_idx],
-                    self._embeddings(fitnet, images[test_idx]), y[test_idx], picks, len(self.classes)))
-        return np.mean(gains, axis=0) if gains else None
 
     # ------------------------------------------------------------------ rank and predict
 
@@ -414,18 +377,10 @@ class Engine:
         config = self.config
         if not config.pruning.enabled or candidates.shape[1] < 2:
             return None
-        if config.pruning.reward == "simulated_gain":  # measured by the fit; None: nothing new this round
-            gains = self.report.get("simulated_gains")
-            rewards = None if gains is None else np.asarray(gains)
-        elif config.pruning.reward == "expected_error_reduction":
-            rewards = expected_error_reduction_rewards(self._scores(outputs), outputs.embeddings, outputs.probs,
-                                                       self.labeled_embeddings, self.labeled_labels,
-                                                       config.batch_size, config.seed)
-        else:
-            counts = np.bincount(self.labeled_labels, minlength=len(self.classes))
-            rewards = class_diversity_rewards(candidates, outputs.probs.argmax(1), counts, config.batch_size)
-        decision = decide(self.pruning_history, rewards, config.pruning, candidates.shape[1])
-        self.report["pruning"] = {**decision.to_dict(tuple(config.strategies)), "reward": config.pruning.reward}
+        counts = np.bincount(self.labeled_labels, minlength=len(self.classes))
+        rewards = class_diversity_rewards(candidates, outputs.probs.argmax(1), counts, config.batch_size)
+        decision = decide(self.pruning_history, rewards, config.pruning)
+        self.report["pruning"] = decision.to_dict(tuple(config.strategies))
         return decision.active
 
     def _mc_samples(self) -> int:
@@ -508,7 +463,6 @@ class Engine:
             "holdout_accuracy": holdout,
             "holdout_source": "head_cv" if holdout is not None else None,
             "selection_ratio": self._ratio(pool_size),
-            "simulated_gains": None,  # measured only by a full fit (it trains FitNets on the images)
             "tuning": {"ran": False, "reason": "fast path: the backbone's configuration is kept"},
             "cost": self.cost_model.report(),
             "timings": {"train_seconds": trained - started, "holdout_seconds": finished - trained,
@@ -682,16 +636,3 @@ def _to_numpy(value: Any) -> Any:
     if isinstance(value, list):
         return [_to_numpy(v) for v in value]
     return value
-
-
-def stratified_halves(y: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """A stratified random split of indices into two halves, each sorted (a class with an odd count gives
-    its extra item to either side at random)."""
-    rng = np.random.default_rng(seed)
-    first, second = [], []
-    for label in np.unique(y):
-        members = rng.permutation(np.flatnonzero(y == label))
-        cut = len(members) // 2 + (rng.integers(2) if len(members) % 2 else 0)
-        first.extend(members[:cut])
-        second.extend(members[cut:])
-    return np.sort(np.asarray(first, dtype=np.int64)), np.sort(np.asarray(second, dtype=np.int64))

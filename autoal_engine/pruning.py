@@ -21,37 +21,6 @@ of the candidates far below random on Fashion-MNIST (uncertainty sampling concen
 pullover / coat confusion). It does not measure informativeness within a class; the candidates that
 survive are mixed by equal weights or the search, which do.
 
-**Reward: simulated gain** (``reward = "simulated_gain"``; the held-out loss reduction the issue names, in
-the spirit of ALBL's reward for the strategy that learns most: Hsu & Lin, "Active Learning by Learning",
-AAAI 2015, and of the paper's own simulated AL round). The class-diversity reward says whose picks spread
-over the classes, not whose picks the model learns from. This one asks the labeled set: the two cross-fitted
-FitNets of the held-out accuracy, each trained on one stratified half S of the labels, see the other half
-split again (stratified) into a simulated pool P and an evaluation set E. Candidate k picks its top-m of P
-(m = min(b, |P| / 2), scored by the FitNet with S as the labeled set); a proxy learner, a logistic
-regression on the FitNet's embeddings, is trained on S and on S + picks_k, and
-
-    r_k = Brier(S) - Brier(S + picks_k)    on E,    Brier = mean_i sum_c (p_ic - 1[y_i = c])^2
-
-averaged over four simulated rounds (each FitNet's half is split in two, and each part is the pool once
-and the evaluation set once). The Brier score is a proper score of the probabilities, like the log loss,
-but bounded (in [0, 2]), so one confident mistake of the proxy does not decide a round. A logistic
-regression, not the FitNet retrained 2K times a round, keeps it at a fraction of a second; the FitNets are
-the ones the search trains (with the search on they are shared). It needs images, so the fast path keeps
-the last full fit's decision.
-
-**Reward: expected error reduction** (``reward = "expected_error_reduction"``; Roy & McCallum, "Toward
-Optimal Active Learning through Sampling Estimation of Error Reduction", ICML 2001). The simulated gain
-needs a simulated pool, and one cut from 20-300 labels is so small that every candidate's top half of it is
-nearly the same set. This reward judges each candidate's real top-b of the real pool instead, by how much
-labeling them would lower the proxy's expected error on the pool:
-
-    E(L)  = mean_{x in U} (1 - max_c p_L(c | x))           U: up to 1,000 pool items (seeded)
-    r_k   = E(L) - (1/S) sum_s E(L + (top_b(k), y^s))      y^s_i ~ p(. | x_i), the task model's belief
-
-with p_L the standardized logistic regression on the task model's embeddings trained on L, and S = 3 label
-draws per candidate. Picks the model is already sure of change nothing (r near 0), picks in one outlier
-corner move few items of U, and picks on a boundary that many items share move many.
-
 **Rule: action elimination** (Even-Dar, Mannor & Mansour, "Action Elimination and Stopping Conditions for
 the Multi-Armed Bandit and Reinforcement Learning Problems", JMLR 2006). Over the last ``window`` rounds'
 rewards, with mean m_k and standard error s_k = sd_k / sqrt(n):
@@ -71,9 +40,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 from autoal_engine.config import PruningConfig
 
@@ -102,97 +68,17 @@ def class_diversity_rewards(candidates: np.ndarray, predicted: np.ndarray, label
     return np.asarray(rewards)
 
 
-def brier_score(probs: np.ndarray, labels: np.ndarray) -> float:
-    """mean_i sum_c (p_ic - 1[y_i = c])^2, in [0, 2]."""
-    onehot = np.eye(probs.shape[1])[np.asarray(labels, dtype=np.int64)]
-    return float(np.mean(np.sum((probs - onehot) ** 2, axis=1)))
-
-
-def proxy_probabilities(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, n_classes: int) -> np.ndarray:
-    """(N, n_classes) class probabilities of a standardized logistic regression trained on (train_x, train_y);
-    a class it never saw gets 0, and one class alone is predicted with certainty."""
-    train_y = np.asarray(train_y, dtype=np.int64)
-    probs = np.zeros((len(test_x), n_classes))
-    seen = np.unique(train_y)
-    if len(seen) == 1:
-        probs[:, seen[0]] = 1.0
-        return probs
-    proxy = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=300)).fit(train_x, train_y)
-    probs[:, proxy.classes_] = proxy.predict_proba(test_x)
-    return probs
-
-
-def simulated_gain_rewards(pool_scores: np.ndarray, pool_x: np.ndarray, pool_y: np.ndarray, seed_x: np.ndarray,
-                           seed_y: np.ndarray, eval_x: np.ndarray, eval_y: np.ndarray, picks: int,
-                           n_classes: int) -> np.ndarray:
-    """r_k = Brier(S) - Brier(S + top_m(k)) on E (the module docstring), for each column k of the (P, K) raw
-    candidate scores of the simulated pool (higher = label first; ties broken by index)."""
-    pool_scores = np.asarray(pool_scores)
-    if pool_scores.ndim != 2 or len(pool_scores) != len(pool_x) or len(pool_x) != len(pool_y):
-        raise ValueError(f"pool_scores: expected (P, K) with P = {len(pool_x)} = len(pool_y); got shape "
-                         f"{pool_scores.shape} and {len(pool_y)} labels")
-    m = min(int(picks), len(pool_x))
-    if m < 1 or len(eval_y) == 0:
-        raise ValueError(f"picks and eval_y: need at least one pick and one evaluation item; got {m} and "
-                         f"{len(eval_y)}")
-    before = brier_score(proxy_probabilities(seed_x, seed_y, eval_x, n_classes), eval_y)
-    rewards = []
-    for column in pool_scores.T:
-        chosen = np.argsort(-column, kind="stable")[:m]
-        x = np.concatenate([seed_x, pool_x[chosen]])
-        y = np.concatenate([seed_y, pool_y[chosen]])
-        rewards.append(before - brier_score(proxy_probabilities(x, y, eval_x, n_classes), eval_y))
-    return np.asarray(rewards)
-
-
-def expected_error(probs: np.ndarray) -> float:
-    """mean_x (1 - max_c p(c | x)): the expected 0-1 error of the arg-max prediction under p itself."""
-    return float(np.mean(1.0 - probs.max(axis=1)))
-
-
-def expected_error_reduction_rewards(scores: np.ndarray, embeddings: np.ndarray, probs: np.ndarray,
-                                     labeled_x: np.ndarray, labeled_y: np.ndarray, picks: int, seed: int,
-                                     draws: int = 3, evaluation: int = 1000) -> np.ndarray:
-    """r_k = E(L) - (1/S) sum_s E(L + (top_b(k), y^s)) (the module docstring), for each column k of the (N, K)
-    raw candidate scores of the pool (higher = label first; ties broken by index); ``probs`` (N, C): the
-    task model's probabilities, from which the picks' labels are drawn."""
-    scores, probs = np.asarray(scores), np.asarray(probs, dtype=np.float64)
-    if scores.ndim != 2 or not len(scores) == len(embeddings) == len(probs):
-        raise ValueError(f"scores: expected (N, K) with N = {len(embeddings)} = len(probs); got shape {scores.shape} "
-                         f"and {len(probs)} rows of probabilities")
-    n_classes = probs.shape[1]
-    rng = np.random.default_rng(seed)
-    b = min(int(picks), len(scores))
-    if b < 1:
-        return np.zeros(scores.shape[1])
-    evaluated = embeddings[np.sort(rng.permutation(len(embeddings))[:evaluation])]
-    before = expected_error(proxy_probabilities(labeled_x, labeled_y, evaluated, n_classes))
-    cumulative = np.cumsum(probs / probs.sum(axis=1, keepdims=True), axis=1)
-    rewards = []
-    for column in scores.T:
-        chosen = np.argsort(-column, kind="stable")[:b]
-        after = []
-        for _ in range(draws):
-            drawn = (rng.random(b)[:, None] > cumulative[chosen]).sum(axis=1).clip(0, n_classes - 1)
-            x = np.concatenate([labeled_x, embeddings[chosen]])
-            y = np.concatenate([np.asarray(labeled_y, dtype=np.int64), drawn])
-            after.append(expected_error(proxy_probabilities(x, y, evaluated, n_classes)))
-        rewards.append(before - float(np.mean(after)))
-    return np.asarray(rewards)
-
-
 @dataclass
 class PruningDecision:
     """This round's rewards, the reward history the next fit continues, and the active candidates."""
 
-    rewards: np.ndarray | None  # (K,) this round's reward of each candidate; None: no new rewards this round
+    rewards: np.ndarray  # (K,) this round's reward of each candidate
     history: list[list[float]]  # the last ``window`` rounds' rewards, oldest first, this round's last
     active: np.ndarray  # (K,) bool: in this round's mixture
 
     def to_dict(self, names: tuple[str, ...]) -> dict:
         return {
-            "rewards": None if self.rewards is None else
-            {n: round(float(r), 5) for n, r in zip(names, self.rewards, strict=True)},
+            "rewards": {n: round(float(r), 5) for n, r in zip(names, self.rewards, strict=True)},
             "active": [n for n, keep in zip(names, self.active, strict=True) if keep],
             "names": list(names),
             "history": [[round(float(r), 5) for r in row] for row in self.history],
@@ -215,21 +101,13 @@ def active_candidates(history: np.ndarray, config: PruningConfig) -> np.ndarray:
     return active
 
 
-def decide(previous: list[list[float]] | None, rewards: np.ndarray | None, config: PruningConfig,
-           n_candidates: int) -> PruningDecision:
-    """Append this round's ``rewards`` to the ``previous`` history (ignored when its width differs from
-    ``n_candidates``: the candidate list changed) and apply the rule; ``rewards`` None: the rule on the
-    history as it is (a round with nothing to measure)."""
-    rows = [list(map(float, row)) for row in previous or [] if len(row) == n_candidates]
-    if rewards is not None:
-        rewards = np.asarray(rewards, dtype=np.float64)
-        if len(rewards) != n_candidates:
-            raise ValueError(f"rewards: expected {n_candidates} (one per candidate); got {len(rewards)}")
-        rows.append(rewards.tolist())
-    history = rows[-config.window:]
-    active = (active_candidates(np.asarray(history), config) if history
-              else np.ones(n_candidates, dtype=bool))
-    return PruningDecision(rewards, history, active)
+def decide(previous: list[list[float]] | None, rewards: np.ndarray, config: PruningConfig) -> PruningDecision:
+    """Append this round's ``rewards`` to the ``previous`` history (ignored when its width differs: the
+    candidate list changed) and apply the rule."""
+    rewards = np.asarray(rewards, dtype=np.float64)
+    rows = [list(map(float, row)) for row in previous or [] if len(row) == len(rewards)]
+    history = [*rows, rewards.tolist()][-config.window:]
+    return PruningDecision(rewards, history, active_candidates(np.asarray(history), config))
 
 
 def pruned_weights(weights: np.ndarray, active: np.ndarray) -> np.ndarray:

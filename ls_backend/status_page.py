@@ -93,20 +93,17 @@ def project_view(store: Store, project_id: int, min_spearman: float | None = Non
 
 
 def pruning_summary(pruning: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The latest ranking's candidate pruning: the active candidates and the pruned ones, each with its
-    latest reward (this round's, or the history's last when this round measured none: a fast-path round
-    under the simulated gain), best first, and which reward it is; None without pruning."""
+    """The latest ranking's candidate pruning: the active candidates and the pruned ones, each with this
+    round's class-diversity reward, best first; None without pruning."""
     if not pruning or not pruning.get("names"):
         return None
-    history = pruning.get("history") or []
-    rewards = pruning.get("rewards") or (dict(zip(pruning["names"], history[-1], strict=False)) if history else {})
+    rewards = pruning.get("rewards") or {}
     active = set(pruning.get("active") or [])
     ranked = sorted(pruning["names"], key=lambda name: -float(rewards.get(name) or 0.0))
     return {
         "active": [(name, rewards.get(name)) for name in ranked if name in active],
         "pruned": [(name, rewards.get(name)) for name in ranked if name not in active],
-        "rounds": len(history),
-        "reward": str(pruning.get("reward") or "class_diversity").replace("_", "-"),
+        "rounds": len(pruning.get("history") or []),
     }
 
 
@@ -305,11 +302,11 @@ PAGE = """<!doctype html>
       {% if v.strategy_weights %}{{ v.strategy_weights }}
       {% else %}<p class="empty">Strategy weights: no model yet.</p>{% endif %}
       {% if v.pruning %}<p class="muted" id="pruning-{{ v.project_id }}">Candidates in this round's mixture
-        (pruning, {{ v.pruning.reward }} reward over {{ v.pruning.rounds }} rounds):
-        {% for name, reward in v.pruning.active %}{{ name }} {{ number(reward, 3) }}{{ ", " if not loop.last }}
+        (pruning, class-diversity reward over {{ v.pruning.rounds }} rounds):
+        {% for name, reward in v.pruning.active %}{{ name }} {{ number(reward) }}{{ ", " if not loop.last }}
         {%- endfor %}.
         {% if v.pruning.pruned %}Pruned: {% for name, reward in v.pruning.pruned %}{{ name }}
-        {{ number(reward, 3) }}{{ ", " if not loop.last }}{% endfor %}.{% endif %}</p>{% endif %}
+        {{ number(reward) }}{{ ", " if not loop.last }}{% endfor %}.{% endif %}</p>{% endif %}
     </div>
     <div class="card" id="cost-model-{{ v.project_id }}">
       {% if v.cost_plot %}{{ v.cost_plot }}

@@ -1,6 +1,6 @@
-"""Adaptive pruning of the candidate pool (autoal_engine/pruning.py): the class-diversity and the
-simulated-gain rewards, the action-elimination rule, and, on digits, a candidate that only ever picks one
-class is pruned while a good one stays, under either reward."""
+"""Adaptive pruning of the candidate pool (autoal_engine/pruning.py): the class-diversity reward, the
+action-elimination rule, and, on digits, a candidate that only ever picks one class is pruned while a good
+one stays."""
 
 from __future__ import annotations
 
@@ -10,14 +10,7 @@ import pytest
 from autoal_engine.config import EngineConfig, PruningConfig
 from autoal_engine.engine import Engine
 from autoal_engine.pool_outputs import PoolOutputs
-from autoal_engine.pruning import (
-    active_candidates,
-    brier_score,
-    class_diversity_rewards,
-    decide,
-    pruned_weights,
-    simulated_gain_rewards,
-)
+from autoal_engine.pruning import active_candidates, class_diversity_rewards, decide, pruned_weights
 from autoal_engine.strategies import STRATEGIES, Strategy, register
 from tests.conftest import fast_config
 
@@ -60,42 +53,6 @@ def test_the_reward_refuses_a_class_index_outside_the_counts():
         class_diversity_rewards(np.zeros((2, 1)), np.array([0, 5]), np.zeros(3), 1)
 
 
-def blobs(rng: np.random.Generator, per_class: int, classes: int = 3) -> tuple[np.ndarray, np.ndarray]:
-    """Well-separated Gaussian clusters in 2-d, one per class."""
-    centers = np.array([[0.0, 0.0], [6.0, 0.0], [0.0, 6.0], [6.0, 6.0]])[:classes]
-    y = np.repeat(np.arange(classes), per_class)
-    return centers[y] + rng.normal(size=(len(y), 2)), y
-
-
-def test_the_simulated_gain_is_highest_for_picks_that_teach_the_proxy_what_it_lacks():
-    """The seed set has classes 0 and 1 only; the evaluation set all three. Picks of class 2 (which the
-    proxy cannot predict yet) cut the Brier score more than picks of class 0 (which it knows)."""
-    rng = np.random.default_rng(0)
-    seed_x, seed_y = blobs(rng, 10, classes=2)
-    pool_x, pool_y = blobs(rng, 10)
-    eval_x, eval_y = blobs(rng, 10)
-    teaches = (pool_y == 2).astype(float) + rng.uniform(0, 0.1, len(pool_y))  # class 2 first
-    repeats = (pool_y == 0).astype(float) + rng.uniform(0, 0.1, len(pool_y))  # class 0 first
-    gains = simulated_gain_rewards(np.stack([teaches, repeats], 1), pool_x, pool_y, seed_x, seed_y, eval_x, eval_y,
-                                   picks=5, n_classes=3)
-    assert gains[0] > 0.3 > abs(gains[1])  # a third of the evaluation set is class 2: Brier 1 -> near 0 there
-    with pytest.raises(ValueError, match="pool_scores"):
-        simulated_gain_rewards(np.zeros((3, 2)), pool_x, pool_y, seed_x, seed_y, eval_x, eval_y, 5, 3)
-    assert brier_score(np.eye(3), np.arange(3)) == 0.0 and brier_score(np.eye(3)[[1, 2, 0]], np.arange(3)) == 2.0
-
-
-def test_a_round_without_rewards_keeps_the_history_and_its_decision():
-    config = PruningConfig(enabled=True, warmup=2, window=3, min_active=1)
-    history = [[0.5, 0.1], [0.5, 0.1], [0.5, 0.1]]
-    decision = decide(history, None, config, 2)
-    assert decision.history == history and decision.active.tolist() == [True, False]
-    assert decision.to_dict(("a", "b"))["rewards"] is None
-    assert decide([], None, config, 2).active.all()  # nothing measured yet: every candidate
-    assert decide([[0.1, 0.2, 0.3]], None, config, 2).history == []  # another candidate list: not continued
-    with pytest.raises(ValueError, match="rewards"):
-        decide(history, np.zeros(3), config, 2)
-
-
 def test_elimination_keeps_every_candidate_during_warmup_and_at_least_min_active():
     config = PruningConfig(enabled=True, warmup=3, min_active=1, confidence=1.0)
     history = np.array([[0.5, 0.1], [0.5, 0.1]])
@@ -121,11 +78,11 @@ def test_overlapping_intervals_keep_both_and_a_pruned_candidate_comes_back():
     decision = None
     history: list[list[float]] = []
     for rewards in ([0.5, 0.1], [0.5, 0.1], [0.5, 0.1]):
-        decision = decide(history, np.array(rewards), config, 2)
+        decision = decide(history, np.array(rewards), config)
         history = decision.history
     assert decision.active.tolist() == [True, False]
     for rewards in ([0.1, 0.6], [0.1, 0.6], [0.1, 0.6]):  # the second candidate becomes the better one
-        decision = decide(history, np.array(rewards), config, 2)
+        decision = decide(history, np.array(rewards), config)
         history = decision.history
     assert decision.active.tolist() == [False, True] and len(history) == 3  # the window
 
@@ -179,31 +136,7 @@ def test_pruning_off_leaves_the_ranking_and_report_unchanged(digits):
     assert ranking.active_names == (ONE_CLASS, "margin")
 
 
-def test_the_simulated_gain_is_measured_by_a_full_fit_and_kept_by_the_fast_path(digits):
-    images, labels = digits
-    config = fast_config()
-    config.strategies = (ONE_CLASS, "margin", "entropy")
-    config.pruning = PruningConfig(enabled=True, warmup=1, min_active=1, reward="simulated_gain")
-    engine = Engine(config).fit(images[:60], labels[:60], pool_size=300)
-    gains = engine.report["simulated_gains"]
-    assert len(gains) == 3 and all(np.isfinite(gains))
-    engine.rank(images[300:600])
-    pruning = engine.report["pruning"]
-    assert pruning["reward"] == "simulated_gain" and pruning["history"] == [pytest.approx(gains)]
-    active = pruning["active"]
-    vectors = engine.vectors(images[:70])
-    engine.refit(vectors, labels[:70], pool_size=290)  # no images: nothing new to measure
-    assert engine.report["simulated_gains"] is None
-    ranking = engine.rank_vectors(engine.vectors(images[300:590]))
-    assert engine.report["pruning"]["rewards"] is None and engine.report["pruning"]["history"] == pruning["history"]
-    assert list(ranking.active_names) == active
-    few = Engine(config).fit(images[:4], labels[:4], pool_size=300)  # too few labels to cross-fit
-    assert few.report["simulated_gains"] is None and few.rank(images[300:400]).active.all()
-
-
 def test_pruning_config_is_validated():
-    with pytest.raises(ValueError, match="pruning.reward"):
-        EngineConfig.from_dict({"pruning": {"reward": "accuracy"}})
     with pytest.raises(ValueError, match="pruning.min_active"):
         EngineConfig.from_dict({"pruning": {"min_active": 0}})
     with pytest.raises(ValueError, match="pruning.tolerance"):
@@ -260,7 +193,7 @@ def test_the_status_page_names_the_active_and_the_pruned_candidates(digits, tmp_
     html = app.test_client().get("/?project=1", headers=auth).get_data(as_text=True)
     line = " ".join(re.search(r'id="pruning-1">(.*?)</p>', html, re.S).group(1).split())
     reward = engine.report["pruning"]["rewards"]
-    assert f"class-diversity reward over 3 rounds): margin {reward['margin']:.3f}." in line
-    assert f"Pruned: {ONE_CLASS} {reward[ONE_CLASS]:.3f}." in line
+    assert f"over 3 rounds): margin {reward['margin']:.2f}." in line
+    assert f"Pruned: {ONE_CLASS} {reward[ONE_CLASS]:.2f}." in line
     first = re.search(r'<tr data-task="\d+">(.*?)</tr>', html, re.S).group(1)
     assert "margin: top" in first and ONE_CLASS not in first  # the why names only active candidates
