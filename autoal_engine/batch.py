@@ -10,10 +10,7 @@ duplicates (the most confusing region of the embedding space), which is why the 
     pick, in every cluster, the member nearest to its centroid
     order the b picks by p (highest first); they head the queue, the rest follow in the order of p.
 
-b is the number of labels expected before the next re-rank (``EngineConfig.batch_size``). The space h is
-the task model's embedding (``diversity_space = "embedding"``) or BADGE's last-layer gradient embedding
-g_i = (p_i - e_yhat_i) (x) h_i (``"gradient"``; Ash et al., ICLR 2020), in which items the model predicts
-as different classes lie apart and an item's length grows with its uncertainty.
+b is the number of labels expected before the next re-rank (``EngineConfig.batch_size``).
 """
 
 from __future__ import annotations
@@ -22,17 +19,9 @@ import numpy as np
 from sklearn.cluster import KMeans
 
 
-def gradient_embeddings(probs: np.ndarray, embeddings: np.ndarray) -> np.ndarray:
-    """g_i = (p_i - e_yhat_i) (x) h_i, yhat_i = argmax p_i: (N, C * D)."""
-    u = np.array(probs, dtype=np.float64)
-    u[np.arange(len(u)), u.argmax(axis=1)] -= 1.0
-    return (u[:, :, None] * np.asarray(embeddings, dtype=np.float64)[:, None, :]).reshape(len(u), -1)
-
-
 def diverse_batch(priority: np.ndarray, embeddings: np.ndarray, batch_size: int, prefilter: int,
-                  seed: int, probs: np.ndarray | None = None) -> np.ndarray:
-    """Indices of the diverse batch (at most ``batch_size``), highest priority first. With ``probs`` (N, C)
-    the k-means runs on the shortlist's gradient embeddings instead of ``embeddings``."""
+                  seed: int) -> np.ndarray:
+    """Indices of the diverse batch (at most ``batch_size``), highest priority first."""
     priority = np.asarray(priority, dtype=np.float64)
     if len(priority) != len(embeddings):
         raise ValueError("embeddings: one row per priority is required")
@@ -41,8 +30,6 @@ def diverse_batch(priority: np.ndarray, embeddings: np.ndarray, batch_size: int,
     by_priority = np.argsort(-priority, kind="stable")
     shortlist = by_priority[: batch_size * prefilter]
     points = np.asarray(embeddings, dtype=np.float64)[shortlist]
-    if probs is not None:
-        points = gradient_embeddings(np.asarray(probs)[shortlist], points)
     clusters = min(batch_size, len(np.unique(points.round(6), axis=0)))
     if clusters >= len(shortlist) or clusters <= 1:
         return shortlist[:batch_size]

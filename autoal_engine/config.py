@@ -235,9 +235,6 @@ class EngineConfig:
     # (autoal_engine/batch.py); a single candidate keeps its own order | "none": the top-b of the priority
     batch_diversity: str = "kmeans"
     diversity_prefilter: int = 10  # the diverse batch is chosen among the top prefilter * batch_size
-    # the space of the diverse batch's k-means: "embedding" (the task model's) | "gradient" (BADGE's
-    # last-layer gradient embedding (p - e_yhat) (x) h)
-    diversity_space: str = "embedding"
     seed: int = 0
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -467,7 +464,6 @@ RULES: dict[str, Callable[[Any], str | None]] = {
     "batch_size": _at_least(1),
     "batch_diversity": _one_of("kmeans", "none"),
     "diversity_prefilter": _at_least(1),
-    "diversity_space": _one_of("embedding", "gradient"),
     "seed": _at_least(0),
 }
 

@@ -330,8 +330,7 @@ class Engine:
                    if config.cost.within_class and gamma > 0 else seconds)  # gamma 0: the cost is not read
         priority = cost_module.priority(benefit, divisor, gamma)
         if config.batch_diversity == "kmeans" and len(config.strategies) > 1:  # one candidate: its own order
-            probs = outputs.probs if config.diversity_space == "gradient" else None
-            priority = with_batch_first(priority, self._queue_head(priority, benefit, outputs.embeddings, gamma, probs))
+            priority = with_batch_first(priority, self._queue_head(priority, benefit, outputs.embeddings, gamma))
         return Ranking(
             priority=priority,
             informativeness=benefit,
@@ -348,22 +347,20 @@ class Engine:
         )
 
     def _queue_head(self, priority: np.ndarray, benefit: np.ndarray, embeddings: np.ndarray,
-                    gamma: float, probs: np.ndarray | None) -> np.ndarray:
-        """The diverse head of the queue (batch.py) by priority, in the gradient space when ``probs`` are
-        given. While cost counts (gamma > 0), its first ceil(exploration * b) items are a diverse batch by
-        benefit alone, cost ignored: the cost model keeps seeing slow items, which a value-per-second queue
-        would otherwise never serve (spec 10.6)."""
+                    gamma: float) -> np.ndarray:
+        """The diverse head of the queue (batch.py) by priority. While cost counts (gamma > 0), its first
+        ceil(exploration * b) items are a diverse batch by benefit alone, cost ignored: the cost model keeps
+        seeing slow items, which a value-per-second queue would otherwise never serve (spec 10.6)."""
         config = self.config
         b, prefilter, seed = config.batch_size, config.diversity_prefilter, config.seed
         explore = math.ceil(config.cost.exploration * b) if gamma > 0 else 0
         if explore == 0:
-            return diverse_batch(priority, embeddings, b, prefilter, seed, probs)
-        blind = diverse_batch(benefit, embeddings, explore, prefilter, seed, probs)
+            return diverse_batch(priority, embeddings, b, prefilter, seed)
+        blind = diverse_batch(benefit, embeddings, explore, prefilter, seed)
         rest = np.setdiff1d(np.arange(len(priority)), blind)
         if len(rest) == 0:
             return blind
-        aware = rest[diverse_batch(priority[rest], embeddings[rest], b - len(blind), prefilter, seed,
-                                   None if probs is None else probs[rest])]
+        aware = rest[diverse_batch(priority[rest], embeddings[rest], b - len(blind), prefilter, seed)]
         return np.concatenate([blind, aware])
 
     def _continue_pruning(self, history: list[list[float]] | None) -> None:

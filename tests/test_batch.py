@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from autoal_engine.batch import diverse_batch, gradient_embeddings, with_batch_first
-from autoal_engine.strategies.diversity import gradient_embedding_factors, gradient_sq_distances_to
+from autoal_engine.batch import diverse_batch, with_batch_first
 
 
 def blobs(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -44,31 +43,6 @@ def test_same_seed_same_batch():
     priority, embeddings = blobs(1)
     first = diverse_batch(priority, embeddings, batch_size=7, prefilter=10, seed=3)
     assert np.array_equal(first, diverse_batch(priority, embeddings, batch_size=7, prefilter=10, seed=3))
-
-
-def test_the_gradient_embeddings_are_badges():
-    rng = np.random.default_rng(0)
-    probs = rng.dirichlet(np.ones(4), size=6)
-    embeddings = rng.standard_normal((6, 3))
-    g = gradient_embeddings(probs, embeddings)
-    assert g.shape == (6, 12)
-    u, h = gradient_embedding_factors(probs, embeddings)
-    assert np.allclose(((g - g[2]) ** 2).sum(axis=1), gradient_sq_distances_to(u, h, 2))
-
-
-def test_in_the_gradient_space_items_of_different_predicted_classes_are_apart():
-    """Forty items with one embedding: twenty predicted as class 0 (the higher priorities) and twenty as class
-    1. In the embedding space they are one point, so the batch is the top of the priority (class 0 only);
-    in the gradient space it takes both classes."""
-    rng = np.random.default_rng(0)
-    embeddings = np.ones((40, 2))
-    probs = np.where(np.arange(40)[:, None] < 20, [0.7, 0.3], [0.3, 0.7])
-    priority = np.concatenate([0.9 + 0.1 * rng.random(20), 0.5 + 0.1 * rng.random(20)])
-    plain = diverse_batch(priority, embeddings, batch_size=2, prefilter=20, seed=0)
-    assert set(probs[plain].argmax(1)) == {0}
-    gradient = diverse_batch(priority, embeddings, batch_size=2, prefilter=20, seed=0, probs=probs)
-    assert set(probs[gradient].argmax(1)) == {0, 1}
-    assert priority[gradient[0]] >= priority[gradient[1]]
 
 
 def test_with_batch_first_puts_the_batch_ahead_and_keeps_the_rest_in_order():

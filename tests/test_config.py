@@ -39,12 +39,11 @@ OLD_DEFAULT_DICT = {
 
 def old_layout(config: EngineConfig) -> dict:
     """``config.to_dict()`` as the code before the move wrote it: the moved fields under ``search``, without
-    the fields added since (the tuning and pruning sections, the model's new recipe fields, cost.within_class,
-    diversity_space) and with the boolean augment."""
+    the fields added since (the tuning and pruning sections, the model's new recipe fields, cost.within_class)
+    and with the boolean augment."""
     data = config.to_dict()
     data.pop("tuning")
     data.pop("pruning")
-    data.pop("diversity_space")
     data["model"] = {name: value for name, value in data["model"].items() if name in OLD_DEFAULT_DICT["model"]}
     data["model"]["augment"] = data["model"]["augment"] != "none"
     data["cost"] = {name: value for name, value in data["cost"].items() if name in OLD_DEFAULT_DICT["cost"]}
@@ -183,7 +182,6 @@ BAD_VALUES = [
     ({"batch_size": "20"}, "batch_size: expected an integer, got '20' (str)"),
     ({"batch_diversity": "dpp"}, "batch_diversity: 'dpp' is not one of ['kmeans', 'none']"),
     ({"diversity_prefilter": 0}, "diversity_prefilter: must be >= 1, got 0"),
-    ({"diversity_space": "pixels"}, "diversity_space: 'pixels' is not one of ['embedding', 'gradient']"),
     ({"seed": -1}, "seed: must be >= 0, got -1"),
     ({"model": 3}, "model: expected a mapping, got 3 (int)"),
     ({"model": {"train_stepz": 5}}, "unknown config field model.train_stepz"),

@@ -108,14 +108,11 @@ def test_uniform_mixture_ranks_by_the_rank_average(split):
     assert np.allclose(ranking.strategy_weights, 1 / 3)
 
 
-@pytest.mark.parametrize("space", ["embedding", "gradient"])
-def test_the_head_of_the_queue_is_a_diverse_batch(split, space):
-    """With several candidates the first b items are spread over the embedding space (also when the k-means
-    runs in the gradient space); the rest keep the priority order, and the head comes from the top
-    prefilter * b by priority."""
+def test_the_head_of_the_queue_is_a_diverse_batch(split):
+    """With several candidates the first b items are spread over the embedding space; the rest keep the
+    priority order, and the head comes from the top prefilter * b by priority."""
     x, y, pool, _ = split
     config = fast_config(enabled=False)
-    config.diversity_space = space
     plain = Engine(config).fit(x, y)
     config = fast_config(enabled=False)
     config.batch_diversity = "none"
