@@ -16,6 +16,7 @@ Every loader returns a `BenchDataset`: float32 images in [0, 1] shaped (N, H, W)
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import logging
 import os
@@ -26,6 +27,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from autoal_engine.data import flatten
 from ls_backend.labeling import LabelingInterface, parse_label_config, task_label
 
 logger = logging.getLogger(__name__)
@@ -36,7 +38,19 @@ FASHION_CLASSES = (
     "t-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot",
 )
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
-BUILTIN_DATASETS = ("digits", "mnist5k", "fashion")
+ICONS_DIR = Path("/usr/share/icons")
+ICON_THEMES = {  # Debian package: the folder of its 32 px icons of one context, under ICONS_DIR
+    "oxygen-icon-theme": "oxygen/base/32x32/{context}",
+    "gnome-icon-theme": "gnome/32x32/{context}",
+    "tango-icon-theme": "Tango/32x32/{context}",
+    "elementary-xfce-icon-theme": "elementary-xfce/{context}/32",
+}
+ICON_CONTEXTS = {  # the freedesktop icon contexts with 40 or more icons over the four themes: the classes
+    "actions": ("actions",), "apps": ("apps",), "categories": ("categories",), "devices": ("devices",),
+    "emblems": ("emblems",), "emotes": ("emotes",), "mimetypes": ("mimetypes", "mimes"),
+    "places": ("places",), "status": ("status",),
+}
+BUILTIN_DATASETS = ("digits", "mnist5k", "fashion", "icons")
 
 
 class DatasetUnavailable(RuntimeError):
@@ -138,6 +152,49 @@ def load_fashion(size: int | None = 12000, seed: int = 0, root: Path | None = No
     return BenchDataset(name, (images / 255.0).astype(np.float32), labels, FASHION_CLASSES)
 
 
+def icon_paths(root: Path | None = None) -> tuple[list[Path], list[int]]:
+    """The 32 px PNG icons of the four Debian themes of ``ICON_THEMES`` and their context (class) indices.
+
+    Symbolic links (one icon under several names) are skipped, and so are repeated files: an icon whose
+    bytes occur in one context is kept once, one whose bytes occur in two contexts is dropped (its class is
+    ambiguous). Files are taken in sorted order, so the set is the same on every run.
+    """
+    root = Path(root) if root is not None else ICONS_DIR
+    missing = [pkg for pkg, pattern in ICON_THEMES.items() if not (root / pattern.split("/")[0]).is_dir()]
+    if missing:
+        raise DatasetUnavailable(
+            f"icons needs Debian's icon themes (apt-get install -y {' '.join(ICON_THEMES)}); "
+            f"missing {missing[0]} under {root}"
+        )
+    first: dict[str, tuple[Path, int]] = {}
+    contexts_of: dict[str, set[int]] = {}
+    for pattern in ICON_THEMES.values():
+        for index, folders in enumerate(ICON_CONTEXTS.values()):
+            for folder in folders:
+                directory = root / pattern.format(context=folder)
+                if not directory.is_dir():
+                    continue
+                for path in sorted(directory.glob("*.png")):
+                    if path.is_symlink() or not path.is_file():
+                        continue
+                    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+                    first.setdefault(digest, (path, index))
+                    contexts_of.setdefault(digest, set()).add(index)
+    kept = [first[d] for d in first if len(contexts_of[d]) == 1]
+    return [path for path, _ in kept], [index for _, index in kept]
+
+
+def load_icons(image_size: int = 32, root: Path | None = None) -> BenchDataset:
+    """Desktop icons from Debian's icon themes, classed by their freedesktop context (`icon_paths`).
+
+    Not MNIST-like: RGBA drawings in four visual styles, 9 unbalanced classes (actions are about 40%).
+    """
+    paths, labels = icon_paths(root)
+    return BenchDataset(
+        "icons", load_images(paths, image_size), np.asarray(labels, dtype=np.int64), tuple(ICON_CONTEXTS)
+    )
+
+
 def stratified_subsample(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
     """Sorted indices of a class-stratified random subsample of ``size`` items."""
     from sklearn.model_selection import train_test_split
@@ -152,7 +209,7 @@ def load_image(path: Path, image_size: int, rgb: bool) -> np.ndarray:
     """One image resized to image_size x image_size, float32 in [0, 1]: (H, W) gray or (3, H, W) RGB."""
     try:
         with Image.open(path) as image:
-            image = image.convert("RGB" if rgb else "L").resize((image_size, image_size), Image.BILINEAR)
+            image = flatten(image, "RGB" if rgb else "L").resize((image_size, image_size), Image.BILINEAR)
             array = np.asarray(image, dtype=np.float32) / 255.0
     except OSError as error:
         raise ValueError(f"cannot read image {path}: {error}") from error
@@ -338,6 +395,8 @@ def load_dataset(
         return load_mnist5k()
     if name_or_path == "fashion":
         return load_fashion(fashion_size, seed)
+    if name_or_path == "icons":
+        return load_icons(image_size)
     path = Path(name_or_path)
     if path.is_dir():
         return load_image_folder(path, image_size)

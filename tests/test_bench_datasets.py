@@ -25,6 +25,7 @@ from autoal_bench.datasets import (
     load_dataset,
     load_digits_dataset,
     load_fashion,
+    load_icons,
     load_image_folder,
     load_label_studio_export,
     load_mnist5k,
@@ -103,6 +104,42 @@ def test_image_folder_mixes_gray_and_rgb_of_any_size(tmp_path: Path) -> None:
     assert data.labels.tolist() == [0, 0, 1]
     assert abs(float(data.inputs[2].mean()) - 200 / 255) < 0.01
     assert load_dataset(str(tmp_path), image_size=16).n_classes == 2
+
+
+def test_image_folder_shows_transparent_pixels_white(tmp_path: Path) -> None:
+    rgba = np.zeros((10, 10, 4), dtype=np.uint8)
+    rgba[..., 0] = 255  # red kept under fully transparent pixels, which a browser shows as the page
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        Image.fromarray(rgba).save(tmp_path / name / "icon.png")
+    data = load_image_folder(tmp_path, image_size=8)
+    assert np.allclose(data.inputs, 1.0)
+
+
+def write_icon(path: Path, value: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGBA", (32, 32), (value, 0, 0, 255)).save(path)
+
+
+def test_icons_are_classed_by_context_once_each_without_links_or_ambiguous_copies(tmp_path: Path) -> None:
+    write_icon(tmp_path / "oxygen/base/32x32/actions/go.png", 1)
+    write_icon(tmp_path / "oxygen/base/32x32/actions/go-copy.png", 1)  # same bytes, same context: once
+    (tmp_path / "oxygen/base/32x32/actions/go-link.png").symlink_to("go.png")
+    write_icon(tmp_path / "gnome/32x32/places/folder.png", 2)
+    write_icon(tmp_path / "Tango/32x32/status/both.png", 3)  # the same bytes in two contexts: dropped
+    write_icon(tmp_path / "Tango/32x32/apps/both.png", 3)
+    write_icon(tmp_path / "elementary-xfce/mimes/32/text.png", 4)  # elementary's name for mimetypes
+    write_icon(tmp_path / "elementary-xfce/panel/32/clock.png", 5)  # not a class
+    data = load_icons(image_size=8, root=tmp_path)
+    names = [data.class_names[i] for i in data.labels]
+    assert names == ["actions", "places", "mimetypes"]  # theme by theme, context by context
+    assert data.inputs.shape == (3, 3, 8, 8)
+
+
+def test_icons_name_the_missing_package(tmp_path: Path) -> None:
+    write_icon(tmp_path / "oxygen/base/32x32/actions/go.png", 1)
+    with pytest.raises(DatasetUnavailable, match="gnome-icon-theme"):
+        load_icons(root=tmp_path)
 
 
 def test_image_folder_needs_two_classes(tmp_path: Path) -> None:

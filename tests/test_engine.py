@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 from scipy.stats import spearmanr
 
+from autoal_engine.data import ImageSource
 from autoal_engine.engine import Engine
 from autoal_engine.strategies import percentile_rank
 from tests.conftest import fast_config
@@ -216,6 +217,31 @@ def test_accepts_file_paths_rgb_and_other_sizes(tmp_path, split):
     assert set(ranking.predicted_label) <= {str(v) for v in range(10)}
     labels, probs = engine.predict(paths[:5])
     assert probs.shape == (5, len(engine.classes))
+
+
+def hidden_red(mode: str) -> Image.Image:
+    """An 8 x 8 image: a dark square in its middle, the rest transparent with red kept under the alpha."""
+    rgba = np.zeros((8, 8, 4), dtype=np.uint8)
+    rgba[..., 0] = 255
+    rgba[2:6, 2:6] = (40, 40, 40, 255)
+    image = Image.fromarray(rgba)
+    if mode == "P":
+        image = image.convert("RGB").quantize(colors=4)
+        image.info["transparency"] = image.getpixel((0, 0))
+        return image
+    return image if mode == "RGBA" else image.convert("LA")
+
+
+@pytest.mark.parametrize("mode, channels", [("RGBA", 3), ("LA", 1), ("P", 1)])
+def test_transparent_pixels_load_white_as_the_annotator_sees_them(tmp_path, mode, channels):
+    # a palette of red and gray whose red is the transparent entry shows gray only: one channel
+    path = tmp_path / f"icon_{mode}.png"
+    hidden_red(mode).save(path)
+    source = ImageSource([str(path)])
+    assert source.channels() == channels
+    image = source.load(0, 1, 8, channels)[0].numpy()
+    assert np.allclose(image[:, 0, 0], 1.0)  # white, not the red kept under the alpha
+    assert np.all(image[:, 4, 4] < 0.3)  # the square itself stays dark
 
 
 @pytest.mark.parametrize(
