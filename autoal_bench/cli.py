@@ -46,7 +46,7 @@ RESUME_KEYS = ("init", "batch", "budget", "cost_aware_budget", "test_fraction", 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="autoal bench", description=__doc__.split("\n")[0])
     parser.add_argument("--dataset", default="",
-                        help="comma-separated: digits, mnist5k, fashion, an image folder, "
+                        help="comma-separated: digits, mnist5k, fashion, icons, an image folder, "
                              "or a Label Studio JSON export")
     parser.add_argument("--strategies", default=DEFAULT_STRATEGY_LIST,
                         help="comma-separated engine strategies and autoal, autoal_search, autoal_uniform, "
