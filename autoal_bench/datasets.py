@@ -166,8 +166,7 @@ def icon_paths(root: Path | None = None) -> tuple[list[Path], list[int]]:
             f"icons needs Debian's icon themes (apt-get install -y {' '.join(ICON_THEMES)}); "
             f"missing {missing[0]} under {root}"
         )
-    first: dict[str, tuple[Path, int]] = {}
-    contexts_of: dict[str, set[int]] = {}
+    found: dict[str, list[tuple[Path, int]]] = {}  # a file's bytes: where they occur, (path, context index)
     for pattern in ICON_THEMES.values():
         for index, folders in enumerate(ICON_CONTEXTS.values()):
             for folder in folders:
@@ -177,10 +176,8 @@ def icon_paths(root: Path | None = None) -> tuple[list[Path], list[int]]:
                 for path in sorted(directory.glob("*.png")):
                     if path.is_symlink() or not path.is_file():
                         continue
-                    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-                    first.setdefault(digest, (path, index))
-                    contexts_of.setdefault(digest, set()).add(index)
-    kept = [first[d] for d in first if len(contexts_of[d]) == 1]
+                    found.setdefault(hashlib.sha256(path.read_bytes()).hexdigest(), []).append((path, index))
+    kept = [hits[0] for hits in found.values() if len({index for _, index in hits}) == 1]
     return [path for path, _ in kept], [index for _, index in kept]
 
 
