@@ -25,9 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from autoal_engine.data import flatten
+from autoal_engine.data import ImageSource
 from ls_backend.labeling import LabelingInterface, parse_label_config, task_label
 
 logger = logging.getLogger(__name__)
@@ -202,26 +201,16 @@ def stratified_subsample(labels: np.ndarray, size: int, seed: int) -> np.ndarray
     return np.sort(keep)
 
 
-def load_image(path: Path, image_size: int, rgb: bool) -> np.ndarray:
-    """One image resized to image_size x image_size, float32 in [0, 1]: (H, W) gray or (3, H, W) RGB."""
-    try:
-        with Image.open(path) as image:
-            image = flatten(image, "RGB" if rgb else "L").resize((image_size, image_size), Image.BILINEAR)
-            array = np.asarray(image, dtype=np.float32) / 255.0
-    except OSError as error:
-        raise ValueError(f"cannot read image {path}: {error}") from error
-    return array.transpose(2, 0, 1) if rgb else array
-
-
-def is_rgb(path: Path) -> bool:
-    with Image.open(path) as image:
-        return image.mode not in ("1", "L", "LA", "I", "I;16", "F")
-
-
 def load_images(paths: list[Path], image_size: int) -> np.ndarray:
-    """Stack images; all RGB when any of them is colored, else gray."""
-    rgb = any(is_rgb(p) for p in paths)
-    return np.stack([load_image(p, image_size, rgb) for p in paths]).astype(np.float32)
+    """The files as the backend's engine reads them (`autoal_engine.data.ImageSource`), float32 in [0, 1].
+
+    All RGB (N, 3, H, W) when any of them is coloured, else gray (N, H, W); transparency shows white; a file
+    that does not decode, or is under ``MIN_SIDE`` px, is a ValueError naming it. One loader for both, so a
+    replayed Label Studio export is the data the backend would have trained on.
+    """
+    source = ImageSource(paths, name="images")
+    images = source.load_all(image_size, source.channels()).numpy()
+    return images[:, 0] if images.shape[1] == 1 else images
 
 
 def load_image_folder(root: str | Path, image_size: int = 32) -> BenchDataset:

@@ -95,7 +95,7 @@ def write_image(path: Path, value: int, rgb: bool, size: tuple[int, int] = (20, 
 def test_image_folder_mixes_gray_and_rgb_of_any_size(tmp_path: Path) -> None:
     write_image(tmp_path / "cats" / "a.png", 10, rgb=False)
     write_image(tmp_path / "cats" / "b.jpg", 30, rgb=True, size=(40, 40))
-    write_image(tmp_path / "dogs" / "c.png", 200, rgb=False, size=(7, 9))
+    write_image(tmp_path / "dogs" / "c.png", 200, rgb=False, size=(8, 9))
     (tmp_path / "dogs" / "notes.txt").write_text("not an image")
     (tmp_path / "empty").mkdir()
     data = load_image_folder(tmp_path, image_size=16)
@@ -104,6 +104,19 @@ def test_image_folder_mixes_gray_and_rgb_of_any_size(tmp_path: Path) -> None:
     assert data.labels.tolist() == [0, 0, 1]
     assert abs(float(data.inputs[2].mean()) - 200 / 255) < 0.01
     assert load_dataset(str(tmp_path), image_size=16).n_classes == 2
+
+
+def test_image_folder_reads_files_as_the_engine_does(tmp_path: Path) -> None:
+    gray = Image.new("L", (12, 12), 90).convert("P")  # a palette of grays only: gray, as the engine reads it
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        gray.save(tmp_path / name / "gray.png")
+    data = load_image_folder(tmp_path, image_size=8)
+    assert data.inputs.shape == (2, 8, 8)
+    assert np.allclose(data.inputs, 90 / 255, atol=0.01)
+    write_image(tmp_path / "b" / "tiny.png", 50, rgb=False, size=(7, 9))  # the backend refuses it too
+    with pytest.raises(ValueError, match=r"tiny\.png.*smaller than 8 px"):
+        load_image_folder(tmp_path, image_size=8)
 
 
 def test_image_folder_shows_transparent_pixels_white(tmp_path: Path) -> None:
