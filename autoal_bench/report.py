@@ -29,13 +29,14 @@ from autoal_bench.selectors import (
     AUTOAL_SEARCH,
     AUTOAL_UNIFORM,
 )
-from autoal_bench.tuning_report import SHALLOW, TUNED, tuning_lines
+from autoal_bench.tuning_report import SHALLOW, tuning_lines
 
 logger = logging.getLogger(__name__)
 
 RANDOM = "random"
 NON_CANDIDATES = (RANDOM, *AUTOAL_NAMES)
 ALBL = "libact.albl"
+MODEL_NAMES = {"+tuned": "tuned task model", "+fast": "fast path", "+tuned+fast": "tuned task model's fast path"}
 
 
 @dataclass
@@ -101,16 +102,34 @@ def complete_seeds(runs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], li
     return [r for r in runs if r["seed"] in seeds], seeds
 
 
+def task_model(name: str) -> str:
+    """The task model a run's strategy ran on, its name's suffix: '' (the fixed model), '+tuned', '+fast'
+    or '+tuned+fast' (selectors.Tuning names them so)."""
+    return name[name.index("+"):] if "+" in name else ""
+
+
+def split_by_task_model(runs: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """The runs of each task model, their strategies named without the model's suffix, so that runs on one
+    model are compared with each other (``autoal+tuned`` with ``random+tuned``), never across models."""
+    split: dict[str, list[dict[str, Any]]] = {}
+    for run in runs:
+        model = task_model(run["strategy"])
+        split.setdefault(model, []).append({**run, "strategy": run["strategy"][:len(run["strategy"]) - len(model)]})
+    return split
+
+
 def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per strategy (random first, then by mean AUBC), with every number the report shows."""
+    """One row per strategy (random first, then by mean AUBC), with every number the report shows. "vs random"
+    and the labels and cost to random's final accuracy are against random on the same task model
+    (``random+tuned`` for ``autoal+tuned``)."""
     grouped = curves(runs)
-    reference = grouped.get(RANDOM)
-    target = float(reference.accuracy[:, -1].mean()) if reference else None
-    reference_cost = reaching_cost(reference, target) if reference else None
     rows = []
     for name, curve in grouped.items():
+        reference = grouped.get(RANDOM + task_model(name))
+        target = float(reference.accuracy[:, -1].mean()) if reference else None
+        reference_cost = reaching_cost(reference, target) if reference else None
         mean_acc = curve.accuracy.mean(axis=0)
-        vs_random = paired(curve, reference) if reference and name != RANDOM else None
+        vs_random = paired(curve, reference) if reference and curve is not reference else None
         labels_needed = reaching_labels(curve, target) if target else None
         rows.append({
             "strategy": name,
@@ -128,7 +147,8 @@ def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "query_seconds": (float(curve.query_seconds[:, :-1].mean())
                               if curve.query_seconds.shape[1] > 1 else 0.0),
         })
-    rows.sort(key=lambda r: (r["strategy"] != RANDOM, -r["aubc_mean"]))
+    rows.sort(key=lambda r: (task_model(r["strategy"]), r["strategy"] != RANDOM + task_model(r["strategy"]),
+                             -r["aubc_mean"]))
     return rows
 
 
@@ -153,7 +173,7 @@ def goal_check(runs: list[dict[str, Any]], goals: Goals | None = None) -> dict[s
     if autoal is None:
         return None
     candidates = {n: c for n, c in grouped.items()
-                  if n not in NON_CANDIDATES and "." not in n and not n.endswith(TUNED) and n != SHALLOW}
+                  if n not in NON_CANDIDATES and "." not in n and not task_model(n) and n != SHALLOW}
     best = max(candidates, key=lambda n: candidates[n].aubc.mean()) if candidates else None
     check: dict[str, Any] = {"autoal_aubc": float(autoal.aubc.mean()), "best_candidate": best}
     if best is not None:
@@ -362,9 +382,13 @@ def write_report(results: dict[str, Any], out_dir: Path, plots: bool = True) -> 
         if left_out:
             lines += [f"Seeds on which every strategy finished: {seeds}; {left_out} runs of unfinished seeds are "
                       "left out of the table and plots.", ""]
-        lines += markdown_table(summarize(runs)) + [""] + goal_lines(goal_check(runs, goals), goals) + [""]
+        lines += markdown_table(summarize(runs)) + [""]
+        for model, model_runs in sorted(split_by_task_model(runs).items()):
+            if model:
+                lines += [f"On the {MODEL_NAMES.get(model, model)} (the `{model}` runs, against each other):", ""]
+            lines += goal_lines(goal_check(model_runs, goals), goals) + [""]
+            lines += cost_aware_lines(cost_aware_check(curves(model_runs)))
         grouped = curves(runs)
-        lines += cost_aware_lines(cost_aware_check(grouped))
         lines += tuning_lines(grouped)
         if plots:
             for path in plot_dataset(name, runs, out_dir):

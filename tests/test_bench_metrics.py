@@ -89,6 +89,39 @@ def test_summary_and_goal_check() -> None:
     assert "libact ALBL" in lines and "goal (above by more than 0.5) NOT met" in lines
 
 
+def test_runs_on_the_tuned_model_are_checked_against_random_on_the_tuned_model(tmp_path) -> None:
+    from autoal_bench.report import split_by_task_model, write_report
+
+    runs = []
+    for seed in range(2):
+        runs.append(run("random", seed, [0.3, 0.5, 0.6]))
+        runs.append(run("autoal", seed, [0.3, 0.6, 0.7]))
+        runs.append(run("random+tuned", seed, [0.5, 0.7, 0.8]))  # the tuned model's random is the baseline
+        runs.append(run("margin+tuned", seed, [0.5, 0.75, 0.85]))
+        runs.append(run("autoal+tuned", seed, [0.5, 0.8, 0.9]))
+    rows = {r["strategy"]: r for r in summarize(runs)}
+    assert rows["autoal+tuned"]["vs_random"].mean == pytest.approx(0.075)  # against random+tuned, not random
+    assert rows["autoal+tuned"]["labels_to_random_final"] == 40  # random+tuned's final 0.8
+    assert rows["random+tuned"]["vs_random"] is None and rows["autoal"]["labels_to_random_final"] == 40
+    split = split_by_task_model(runs)
+    assert set(split) == {"", "+tuned"}
+    assert {r["strategy"] for r in split["+tuned"]} == {"random", "margin", "autoal"}
+    tuned = goal_check(split["+tuned"])
+    assert tuned["best_candidate"] == "margin" and tuned["vs_random"].wins == 2
+    assert tuned["labels_share"] == pytest.approx(40 / 60)
+    assert goal_check(runs)["best_candidate"] is None  # a tuned run is no candidate for the fixed model's AutoAL
+    results = {"settings": {"init": 20, "batch": 20, "budget": 60, "test_fraction": 0.2, "max_test": 2000,
+                            "cost_model": "constant", "seeds": 2,
+                            "engine": {"model": {"backbone": "small_cnn", "image_size": 16, "train_steps": 10},
+                                       "strategies": ["margin"], "search": {"iterations": 1, "fitnet_steps": 1}}},
+               "datasets": {"toy": {"runs": runs, "n_pool": 100, "n_test": 20, "n_classes": 2,
+                                    "cost_summary": {"mean": 10.0, "min": 10.0, "max": 10.0}}}}
+    report = write_report(results, tmp_path, plots=False).read_text()
+    tuned_section = report.split("On the tuned task model")[1]
+    assert "AutoAL vs random: paired +0.075 (2/2 wins)" in tuned_section
+    assert "AutoAL was not run" not in report
+
+
 def test_complete_seeds_drops_seeds_some_strategy_has_not_finished() -> None:
     runs = [run("random", 0, [0.3, 0.5]), run("margin", 0, [0.3, 0.6]), run("random", 1, [0.3, 0.4])]
     kept, seeds = complete_seeds(runs)
