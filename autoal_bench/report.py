@@ -28,6 +28,9 @@ from autoal_bench.selectors import (
     AUTOAL_PRUNED_SEARCH,
     AUTOAL_SEARCH,
     AUTOAL_UNIFORM,
+    FAST_SUFFIX,
+    TUNED_SUFFIX,
+    task_model,
 )
 from autoal_bench.tuning_report import SHALLOW, tuning_lines
 
@@ -36,7 +39,8 @@ logger = logging.getLogger(__name__)
 RANDOM = "random"
 NON_CANDIDATES = (RANDOM, *AUTOAL_NAMES)
 ALBL = "libact.albl"
-MODEL_NAMES = {"+tuned": "tuned task model", "+fast": "fast path", "+tuned+fast": "tuned task model's fast path"}
+MODEL_NAMES = {TUNED_SUFFIX: "tuned task model", FAST_SUFFIX: "fast path",
+               TUNED_SUFFIX + FAST_SUFFIX: "tuned task model's fast path"}
 
 
 @dataclass
@@ -102,19 +106,13 @@ def complete_seeds(runs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], li
     return [r for r in runs if r["seed"] in seeds], seeds
 
 
-def task_model(name: str) -> str:
-    """The task model a run's strategy ran on, its name's suffix: '' (the fixed model), '+tuned', '+fast'
-    or '+tuned+fast' (selectors.Tuning names them so)."""
-    return name[name.index("+"):] if "+" in name else ""
-
-
 def split_by_task_model(runs: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     """The runs of each task model, their strategies named without the model's suffix, so that runs on one
     model are compared with each other (``autoal+tuned`` with ``random+tuned``), never across models."""
     split: dict[str, list[dict[str, Any]]] = {}
     for run in runs:
         model = task_model(run["strategy"])
-        split.setdefault(model, []).append({**run, "strategy": run["strategy"][:len(run["strategy"]) - len(model)]})
+        split.setdefault(model, []).append({**run, "strategy": run["strategy"].removesuffix(model)})
     return split
 
 

@@ -126,6 +126,12 @@ TUNED_SUFFIX = "+tuned"
 FAST_SUFFIX = "+fast"
 
 
+def task_model(name: str) -> str:
+    """The task model a run's strategy ran on, read off the suffix `Tuning` gives its name: '' (the fixed
+    model), TUNED_SUFFIX, FAST_SUFFIX or both."""
+    return name[name.index("+"):] if "+" in name else ""
+
+
 class Tuning:
     """A selector with ``tuning.enabled`` set; named ``<name>+tuned`` when the tuning is on. With a
     ``backbone_growth`` the replay runs the backend's two speeds (simulate.TwoSpeed), the backbone trained

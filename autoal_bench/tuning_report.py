@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 
 from autoal_bench.metrics import paired
+from autoal_bench.selectors import TUNED_SUFFIX as TUNED
 
-TUNED = "+tuned"
 SHALLOW = "shallow"
 
 
