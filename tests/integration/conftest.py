@@ -13,6 +13,7 @@ import API (so tasks reference ``/data/upload/...``, fetched by the backend with
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import secrets
@@ -36,6 +37,8 @@ from label_studio_sdk import LabelStudio
 from PIL import Image
 
 from ls_backend.store import Store
+
+logger = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[2]
 LS_VERSION = "1.23.2"
@@ -117,7 +120,18 @@ class LabelStudioServer:
         return {"Authorization": f"Token {self.token}"}
 
     def api(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        return httpx.request(method, self.url + path, headers=self.headers, timeout=120, **kwargs)
+        """One call to LS's API. A GET that LS answers with a 5xx is tried again (up to 3 times, 1 s
+        apart): LS on SQLite, written to by the backend's push at the same moment, now and then answers
+        a read with its HTML error page ("database is locked"). The last answer is returned as it is,
+        and each retry is logged with the tail of LS's log, so a persistent error still fails the test."""
+        for attempt in range(3):
+            response = httpx.request(method, self.url + path, headers=self.headers, timeout=120, **kwargs)
+            if method.upper() != "GET" or response.status_code < 500 or attempt == 2:
+                return response
+            tail = self.log.read_text(errors="replace")[-2000:] if self.log.exists() else ""
+            logger.warning("LS answered GET %s with %d; retrying. LS log tail:\n%s", path, response.status_code, tail)
+            time.sleep(1.0)
+        return response
 
 
 def start_label_studio(
