@@ -41,6 +41,8 @@ DEFAULT_STRATEGY_LIST = ",".join(("random", *DEFAULT_STRATEGIES, AUTOAL))
 # settings that only AutoAL runs use are left out (AUTOAL_SETTINGS): each AutoAL run records its own.
 RESUME_KEYS = ("init", "batch", "budget", "cost_aware_budget", "test_fraction", "max_test", "cost_model",
                "fashion_size", "engine")
+# tuning.budget_seconds under --tuning-trials: far beyond any run, so only max_trials stops the search
+UNBOUNDED_SECONDS = 1e9
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -91,6 +93,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="tune the task model from the labels (tuning.enabled) in every engine run; runs with "
                              "it on are named <strategy>+tuned (default: the --engine-config file's "
                              "tuning.enabled, else off)")
+    parser.add_argument("--tuning-trials", type=int, metavar="N",
+                        help="bound each tuning by N trials instead of its CPU-second budget (tuning.max_trials = N, "
+                             "tuning.budget_seconds unbounded): the same labels and seed then adopt the same model, so "
+                             "paired strategy comparisons on the tuned model are not confounded by how many trials "
+                             "a loaded machine finished (default: the engine's budget)")
     parser.add_argument("--fast-path", action="store_true",
                         help="replay the backend's two speeds: a full fit when the labels grew by --backbone-growth, "
                              "else the head refitted on cached embeddings; runs are named <strategy>+fast")
@@ -146,6 +153,11 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
         config.model.threads = args.threads
     if args.image_size is not None:
         config.model.image_size = args.image_size
+    if args.tuning_trials is not None:
+        if args.tuning_trials < 1:
+            raise ValueError(f"--tuning-trials must be >= 1, got {args.tuning_trials}")
+        config.tuning.max_trials = args.tuning_trials
+        config.tuning.budget_seconds = UNBOUNDED_SECONDS
     config.batch_size = args.batch
     config.validate()
     return config

@@ -207,6 +207,8 @@ def test_bad_input_gives_a_message_not_a_traceback(tmp_path, capsys: pytest.Capt
     assert "'budget'" in capsys.readouterr().err
     assert main(["--dataset", "digits", "--fast-path", "--backbone-growth", "0.5", "--out", str(tmp_path / "d")]) == 2
     assert "--backbone-growth must be >= 1, got 0.5" in capsys.readouterr().err
+    assert main(["--dataset", "digits", "--tuning-trials", "0", "--out", str(tmp_path / "e")]) == 2
+    assert "--tuning-trials must be >= 1, got 0" in capsys.readouterr().err
 
 
 def test_one_class_strategy_scores_below_random() -> None:
@@ -291,6 +293,27 @@ def test_tuning_on_names_the_runs_tuned_records_each_tuning_and_carries_the_incu
     assert rounds[0]["tuning"]["trials"] >= 1 and rounds[0]["tuning_seconds"] > 0  # never tuned: tunes at 20
     assert "tuning" in rounds[1]  # 30 >= 1.5 x 20
     assert "tuning" not in rounds[2] and rounds[2]["tuning_seconds"] == 0  # 40 < 1.5 x 30: the incumbent
+
+
+def test_tuning_trials_bound_the_tuning_by_trials_and_make_tuned_runs_repeat_exactly() -> None:
+    """--tuning-trials swaps the CPU-second budget for a trial count, so the same labels and seed tune the
+    same way however loaded the machine is: two runs agree in every round's adopted model and accuracy."""
+    from autoal_bench.cli import UNBOUNDED_SECONDS, engine_config, parse_args
+    from autoal_bench.selectors import with_tuning
+
+    config = engine_config(parse_args(["--dataset", "digits", "--out", "x", "--tuning-trials", "3", "--batch", "10"]))
+    assert config.tuning.max_trials == 3 and config.tuning.budget_seconds == UNBOUNDED_SECONDS
+    base = tiny_config()
+    base.tuning.families, base.tuning.min_epochs, base.tuning.max_epochs = ("frozen",), 3, 9
+    base.tuning.max_trials, base.tuning.budget_seconds = 3, UNBOUNDED_SECONDS
+    dataset = load_digits_dataset()
+    replay = ReplaySettings(init=20, batch=10, budget=30)
+    tuned = with_tuning(engine_selector("random"), True, base)
+    first, second = (run_dataset(dataset, item_costs(dataset, "constant"), [tuned], replay, base, seeds=[0])[0]
+                     for _ in range(2))
+    assert [r["tuning"]["trials"] for r in first["rounds"] if "tuning" in r] == [3, 3]
+    assert [r["accuracy"] for r in first["rounds"]] == [r["accuracy"] for r in second["rounds"]]
+    assert [r.get("tuning") for r in first["rounds"]] == [r.get("tuning") for r in second["rounds"]]  # recipes too
 
 
 def test_autoal_paper_runs_the_released_codes_choices_on_the_base_task_model() -> None:
