@@ -121,8 +121,9 @@ class LabelStudioServer:
 
     def api(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """One call to LS's API. A GET that LS answers with a 5xx is tried again (up to 3 times, 1 s
-        apart): LS on SQLite, written to by the backend's push at the same moment, now and then answers
-        a read with its HTML error page ("database is locked"). The last answer is returned as it is,
+        apart): LS on SQLite, written to by the backend's push at the same moment, once answered /next/
+        with its HTML error page (cause not captured; SQLite's write lock is the likely one, hence the
+        logged log tail). The last answer is returned as it is,
         and each retry is logged with the tail of LS's log, so a persistent error still fails the test."""
         for attempt in range(3):
             response = httpx.request(method, self.url + path, headers=self.headers, timeout=120, **kwargs)
