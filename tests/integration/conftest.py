@@ -42,6 +42,7 @@ logger = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[2]
 LS_VERSION = "1.23.2"
+GET_RETRIES = 2  # LabelStudioServer.api: a GET answered with a 5xx is tried again this many times
 CLASSES = [str(digit) for digit in range(10)]
 LABEL_CONFIG = (
     '<View><Image name="image" value="$image"/><Choices name="digit" toName="image" choice="single">'
@@ -120,19 +121,18 @@ class LabelStudioServer:
         return {"Authorization": f"Token {self.token}"}
 
     def api(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        """One call to LS's API. A GET that LS answers with a 5xx is tried again (up to 3 times, 1 s
-        apart): LS on SQLite, written to by the backend's push at the same moment, once answered /next/
-        with its HTML error page (cause not captured; SQLite's write lock is the likely one, hence the
-        logged log tail). The last answer is returned as it is,
-        and each retry is logged with the tail of LS's log, so a persistent error still fails the test."""
-        for attempt in range(3):
+        """One call to LS's API. A GET that LS answers with a 5xx is tried again, up to 3 tries, 1 s apart:
+        LS on SQLite, written to by the backend's push at the same moment, once answered /next/ with its
+        HTML error page (cause not captured; SQLite's write lock is the likely one). Each retry is logged
+        with the tail of LS's log; the last answer is returned as it is, so a persistent error still fails."""
+        for _ in range(GET_RETRIES):
             response = httpx.request(method, self.url + path, headers=self.headers, timeout=120, **kwargs)
-            if method.upper() != "GET" or response.status_code < 500 or attempt == 2:
+            if method.upper() != "GET" or response.status_code < 500:
                 return response
             tail = self.log.read_text(errors="replace")[-2000:] if self.log.exists() else ""
             logger.warning("LS answered GET %s with %d; retrying. LS log tail:\n%s", path, response.status_code, tail)
             time.sleep(1.0)
-        return response
+        return httpx.request(method, self.url + path, headers=self.headers, timeout=120, **kwargs)
 
 
 def start_label_studio(
