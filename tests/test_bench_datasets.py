@@ -312,14 +312,15 @@ def test_label_studio_export_infers_a_single_choices_control(tmp_path: Path) -> 
 def test_lognormal_costs_follow_the_difficulty_only_as_much_as_rho_says() -> None:
     from scipy.stats import pearsonr, spearmanr
 
-    from autoal_bench.costs import LOGNORMAL_BASE_SECONDS, ambiguity, edge_density, item_costs
+    from autoal_bench.costs import LOGNORMAL_BASE_SECONDS, ambiguity, edge_density, item_costs, normal_scores
     from autoal_bench.datasets import load_digits_dataset
 
     dataset = load_digits_dataset()
-    difficulty = ambiguity(dataset.inputs, dataset.labels)
+    difficulty = normal_scores(ambiguity(dataset.inputs, dataset.labels))
     independent = item_costs(dataset, "lognormal", rho=0.0, sigma=1.0)
     correlated = item_costs(dataset, "lognormal", rho=0.7, sigma=1.0)
     assert abs(pearsonr(np.log(independent), difficulty)[0]) < 0.01  # rho = 0: nothing to do with difficulty
+    assert abs(spearmanr(independent, difficulty)[0]) < 0.05
     assert pearsonr(np.log(correlated), difficulty)[0] > 0.6
     assert np.log(independent).std() == pytest.approx(1.0, abs=1e-6)  # sigma is the log-seconds' spread
     assert np.exp(np.log(independent).mean()) == pytest.approx(LOGNORMAL_BASE_SECONDS)
@@ -327,3 +328,19 @@ def test_lognormal_costs_follow_the_difficulty_only_as_much_as_rho_says() -> Non
     np.testing.assert_array_equal(independent, item_costs(dataset, "lognormal", rho=0.0, sigma=1.0))
     with pytest.raises(ValueError, match="--cost-rho"):
         item_costs(dataset, "lognormal", rho=1.5)
+
+
+def test_lognormal_costs_stay_bounded_when_the_visual_feature_is_heavy_tailed() -> None:
+    """One extreme edge density must not make one item cost hours (Fashion-MNIST's 8.8-sd item did)."""
+    from scipy.stats import spearmanr
+
+    from autoal_bench.costs import LOGNORMAL_BASE_SECONDS, lognormal_seconds
+
+    rng = np.random.default_rng(0)
+    visual = rng.pareto(1.5, size=12000)  # heavy-tailed: moment-standardized, its maximum is dozens of sds out
+    visual[0] = visual.max() * 50
+    difficulty = rng.uniform(size=12000)
+    log_seconds = np.log(lognormal_seconds(visual, difficulty, rho=0.3, sigma=1.0) / LOGNORMAL_BASE_SECONDS)
+    assert np.abs(log_seconds).max() < 4.5  # N(0, 1) over 12,000 items: about 3.9 at most
+    assert log_seconds.std() == pytest.approx(1.0, abs=1e-6)
+    assert spearmanr(log_seconds, visual)[0] > 0.9  # still ordered by what there is to look at
