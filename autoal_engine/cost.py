@@ -25,6 +25,7 @@ import logging
 from typing import Any
 
 import numpy as np
+from scipy.stats import spearmanr
 
 from autoal_engine.config import CostConfig
 
@@ -275,24 +276,11 @@ def relative_to_class(seconds: np.ndarray, predicted_class: np.ndarray) -> np.nd
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float | None:
-    """Spearman's rho (Pearson correlation of average ranks); None for fewer than 3 pairs or a constant."""
+    """Spearman's rho (``scipy.stats.spearmanr``, average ranks for ties); None for fewer than 3 pairs or a constant."""
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    if len(a) < 3:
+    if len(a) < 3 or np.ptp(a) == 0.0 or np.ptp(b) == 0.0:
         return None
-    ra, rb = _average_ranks(a), _average_ranks(b)
-    ra, rb = ra - ra.mean(), rb - rb.mean()
-    norm = np.sqrt((ra**2).sum() * (rb**2).sum())
-    if norm <= 0.0:
-        return None
-    return float((ra * rb).sum() / norm)
-
-
-def _average_ranks(values: np.ndarray) -> np.ndarray:
-    order = np.argsort(values, kind="stable")
-    ranks = np.empty(len(values))
-    ranks[order] = np.arange(len(values), dtype=np.float64)
-    _, group, counts = np.unique(values, return_inverse=True, return_counts=True)
-    return (np.bincount(group, weights=ranks) / counts)[group]
+    return float(spearmanr(a, b).statistic)
 
 
 def _empty_report() -> dict[str, Any]:

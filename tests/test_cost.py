@@ -62,6 +62,14 @@ def test_priority_is_in_unit_interval_and_constant_maps_to_ones():
 # --- cost model -----------------------------------------------------------------------------------------
 
 
+def test_spearman_uses_average_ranks_and_is_undefined_for_a_constant_or_too_few_pairs():
+    assert spearman([1.0, 2.0, 3.0], [30.0, 20.0, 10.0]) == pytest.approx(-1.0)
+    # ties share their average rank: ranks (1.5, 1.5, 3) against (1, 2, 3) give 1.5 / sqrt(1.5 * 2)
+    assert spearman([1.0, 1.0, 2.0], [1.0, 2.0, 3.0]) == pytest.approx(1.5 / np.sqrt(3.0))
+    assert spearman([4.0, 4.0, 4.0], [1.0, 2.0, 3.0]) is None
+    assert spearman([1.0, 2.0], [1.0, 2.0]) is None
+
+
 def test_learnable_cost_relation_is_recovered():
     features, seconds = learnable_costs(300, seed=0)
     model = CostModel(CostConfig()).fit(features, seconds)
