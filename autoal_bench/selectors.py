@@ -76,6 +76,9 @@ class EngineSelector:
         if config.search.enabled or config.pruning.enabled:  # learned or pruned weights (equal ones say nothing)
             weights = ranking.mean_strategy_weights.items()
             extra["mean_strategy_weights"] = {name: round(float(w), 5) for name, w in weights}
+        regime = state.engine.report.get("regime")
+        if regime is not None and len(config.strategies) > 1:  # a mixture: the regime it ranked in
+            extra["regime"] = {"pool_confidence": round(regime["pool_confidence"], 4), "unsure": regime["unsure"]}
         if ranking.active is not None:  # pruning ran (it is on and there are several candidates)
             extra["active_candidates"] = list(ranking.active_names)
             extra["pruning_rewards"] = dict((state.engine.report.get("pruning") or {}).get("rewards") or {})

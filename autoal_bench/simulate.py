@@ -29,7 +29,8 @@ logger = logging.getLogger(__name__)
 
 # engine settings that change only runs over several candidates (AutoAL); each such run records them. mixture and
 # holdout were part of search before the engine moved them: results files of either layout compare equal
-AUTOAL_SETTINGS = ("strategies", "mixture", "holdout", "search", "pruning", "batch_diversity", "diversity_prefilter")
+AUTOAL_SETTINGS = ("strategies", "mixture", "holdout", "search", "pruning", "batch_diversity", "diversity_prefilter",
+                   "regime_confidence", "diversity_prefilter_unsure")
 # engine settings a run may change for itself (``--tuning on|off``): each run records them, and results files
 # that differ in them still resume and merge
 RUN_SETTINGS = ("tuning",)

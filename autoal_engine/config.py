@@ -166,6 +166,7 @@ class PruningConfig:
     # relative slack: k is pruned only when its interval is below (1 - tolerance) x the leader's lower bound, so
     # candidates whose rewards differ by a consistent but small amount are not eliminated (0: the plain rule)
     tolerance: float = 0.0
+    only_while_unsure: bool = False  # prune only while the model is unsure of the pool (regime_confidence)
 
 
 @dataclass
@@ -235,6 +236,12 @@ class EngineConfig:
     # (autoal_engine/batch.py); a single candidate keeps its own order | "none": the top-b of the priority
     batch_diversity: str = "kmeans"
     diversity_prefilter: int = 10  # the diverse batch is chosen among the top prefilter * batch_size
+    # the regime: the model is unsure of the pool while its mean max-probability there (1 - its expected 0-1
+    # loss) is below regime_confidence; docs/engine.md, "The regime"
+    regime_confidence: float = 0.8
+    # while unsure, the diverse batch is chosen among the top diversity_prefilter_unsure * batch_size (None: always
+    # diversity_prefilter)
+    diversity_prefilter_unsure: int | None = None
     seed: int = 0
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -464,6 +471,8 @@ RULES: dict[str, Callable[[Any], str | None]] = {
     "batch_size": _at_least(1),
     "batch_diversity": _one_of("kmeans", "none"),
     "diversity_prefilter": _at_least(1),
+    "diversity_prefilter_unsure": _at_least(1),
+    "regime_confidence": _within(0, 1, "[]"),
     "seed": _at_least(0),
 }
 

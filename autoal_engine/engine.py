@@ -316,7 +316,8 @@ class Engine:
         ratio = self._ratio(outputs.size)
         candidates = normalize_candidates(self._scores(outputs), config.mixture.candidate_scores, ratio)
         weights = self._strategy_weights(outputs, candidates, source)
-        active = self._prune(outputs, candidates)
+        unsure = self._regime(outputs.probs)
+        active = self._prune(outputs, candidates, unsure)
         if active is not None:
             weights = pruned_weights(weights, active)
         z = mixture(candidates, weights)
@@ -330,7 +331,10 @@ class Engine:
                    if config.cost.within_class and gamma > 0 else seconds)  # gamma 0: the cost is not read
         priority = cost_module.priority(benefit, divisor, gamma)
         if config.batch_diversity == "kmeans" and len(config.strategies) > 1:  # one candidate: its own order
-            priority = with_batch_first(priority, self._queue_head(priority, benefit, outputs.embeddings, gamma))
+            prefilter = (config.diversity_prefilter_unsure if unsure and config.diversity_prefilter_unsure
+                         else config.diversity_prefilter)
+            priority = with_batch_first(priority, self._queue_head(priority, benefit, outputs.embeddings, gamma,
+                                                                   prefilter))
         return Ranking(
             priority=priority,
             informativeness=benefit,
@@ -346,13 +350,22 @@ class Engine:
             active=active,
         )
 
+    def _regime(self, probs: np.ndarray) -> bool:
+        """Whether the model is unsure of this pool: its confidence there, the mean max-probability (1 - its
+        expected 0-1 loss), is below ``regime_confidence``; recorded in ``report["regime"]``."""
+        confidence = float(probs.max(axis=1).mean()) if len(probs) else 1.0
+        unsure = confidence < self.config.regime_confidence
+        self.report["regime"] = {"pool_confidence": confidence, "unsure": unsure}
+        return unsure
+
     def _queue_head(self, priority: np.ndarray, benefit: np.ndarray, embeddings: np.ndarray,
-                    gamma: float) -> np.ndarray:
-        """The diverse head of the queue (batch.py) by priority. While cost counts (gamma > 0), its first
-        ceil(exploration * b) items are a diverse batch by benefit alone, cost ignored: the cost model keeps
-        seeing slow items, which a value-per-second queue would otherwise never serve (spec 10.6)."""
+                    gamma: float, prefilter: int) -> np.ndarray:
+        """The diverse head of the queue (batch.py) by priority, among the top ``prefilter`` x b. While cost
+        counts (gamma > 0), its first ceil(exploration * b) items are a diverse batch by benefit alone, cost
+        ignored: the cost model keeps seeing slow items, which a value-per-second queue would otherwise never
+        serve (spec 10.6)."""
         config = self.config
-        b, prefilter, seed = config.batch_size, config.diversity_prefilter, config.seed
+        b, seed = config.batch_size, config.seed
         explore = math.ceil(config.cost.exploration * b) if gamma > 0 else 0
         if explore == 0:
             return diverse_batch(priority, embeddings, b, prefilter, seed)
@@ -369,17 +382,20 @@ class Engine:
             history = (self.report.get("pruning") or {}).get("history") or self.pruning_history
         self.pruning_history = [list(map(float, row)) for row in history]
 
-    def _prune(self, outputs, candidates: np.ndarray) -> np.ndarray | None:
+    def _prune(self, outputs, candidates: np.ndarray, unsure: bool) -> np.ndarray | None:
         """The candidates active this round (pruning.py), recorded in ``report["pruning"]`` with the reward
-        history the next fit continues; None when pruning is off or there is one candidate. Ranking twice
-        gives the same decision: this round's rewards extend the history handed to the fit, not the last
-        ranking's."""
+        history the next fit continues; None when pruning is off or there is one candidate. With
+        ``pruning.only_while_unsure`` every candidate is active while the model is sure of the pool (the
+        rewards are still recorded). Ranking twice gives the same decision: this round's rewards extend the
+        history handed to the fit, not the last ranking's."""
         config = self.config
         if not config.pruning.enabled or candidates.shape[1] < 2:
             return None
         counts = np.bincount(self.labeled_labels, minlength=len(self.classes))
         rewards = class_diversity_rewards(candidates, outputs.probs.argmax(1), counts, config.batch_size)
         decision = decide(self.pruning_history, rewards, config.pruning)
+        if config.pruning.only_while_unsure and not unsure:
+            decision.active = np.ones_like(decision.active)
         self.report["pruning"] = decision.to_dict(tuple(config.strategies))
         return decision.active
 

@@ -39,11 +39,11 @@ OLD_DEFAULT_DICT = {
 
 def old_layout(config: EngineConfig) -> dict:
     """``config.to_dict()`` as the code before the move wrote it: the moved fields under ``search``, without
-    the fields added since (the tuning and pruning sections, the model's new recipe fields, cost.within_class)
-    and with the boolean augment."""
+    the fields added since (the tuning and pruning sections, the model's new recipe fields, cost.within_class,
+    the regime's shortlist) and with the boolean augment."""
     data = config.to_dict()
-    data.pop("tuning")
-    data.pop("pruning")
+    for added in ("tuning", "pruning", "regime_confidence", "diversity_prefilter_unsure"):
+        data.pop(added)
     data["model"] = {name: value for name, value in data["model"].items() if name in OLD_DEFAULT_DICT["model"]}
     data["model"]["augment"] = data["model"]["augment"] != "none"
     data["cost"] = {name: value for name, value in data["cost"].items() if name in OLD_DEFAULT_DICT["cost"]}

@@ -134,21 +134,34 @@ def test_the_head_of_the_queue_is_a_diverse_batch(split):
     assert 0.0 <= ranking.priority.min() and ranking.priority.max() <= 1.0
 
 
-def test_costs_change_the_order_only_through_gamma(split):
+
+def test_the_head_draws_from_the_wide_shortlist_only_while_the_model_is_unsure_of_the_pool(split):
+    """With ``diversity_prefilter_unsure`` the head comes from the top unsure x b while the pool's mean
+    max-probability is below ``regime_confidence``, else from the top prefilter x b; the report says which."""
     x, y, pool, _ = split
-    known = np.full(len(pool), 10.0)
-    known[:50] = 100.0  # the first 50 pool items are known to be ten times as expensive
     config = fast_config(enabled=False)
-    config.batch_diversity = "none"
-    config.cost.gamma = 1.0
-    costly = Engine(config).fit(x, y).rank(pool, known_costs=known)
-    config = fast_config(enabled=False)
-    config.batch_diversity = "none"
-    config.cost.gamma = 0.0
-    blind = Engine(config).fit(x, y).rank(pool, known_costs=known)
-    assert np.array_equal(blind.order, np.argsort(-blind.informativeness, kind="stable"))
-    assert costly.priority[:50].mean() < blind.priority[:50].mean()
-    assert np.array_equal(costly.predicted_cost, known)
+    config.batch_size, config.diversity_prefilter, config.diversity_prefilter_unsure = 5, 2, 60
+    engine = Engine(config).fit(x, y)
+    confidence = float(engine.embed(pool)[0].max(axis=1).mean())
+    assert 0.0 < confidence < 1.0
+    engine.config.batch_diversity = "none"  # the mixture's own order
+    by_priority = engine.rank(pool).order
+    engine.config.batch_diversity = "kmeans"
+    narrow_top, wide_top = set(by_priority[:2 * 5]), set(by_priority[:60 * 5])
+
+    engine.config.regime_confidence = confidence + 1e-3  # unsure: the wide shortlist
+    wide_head = set(engine.rank(pool).order[:5])
+    assert engine.report["regime"] == {"pool_confidence": pytest.approx(confidence, abs=1e-6), "unsure": True}
+    assert wide_head <= wide_top and not wide_head <= narrow_top
+
+    engine.config.regime_confidence = confidence - 1e-3  # sure enough: the default shortlist
+    narrow_head = set(engine.rank(pool).order[:5])
+    assert engine.report["regime"]["unsure"] is False
+    assert narrow_head <= narrow_top
+
+    engine.config.diversity_prefilter_unsure = None  # off: the default shortlist whatever the confidence
+    engine.config.regime_confidence = 1.0
+    assert set(engine.rank(pool).order[:5]) == narrow_head
 
 
 def test_within_class_cost_keeps_an_expensive_class_in_the_head_of_the_queue(split):

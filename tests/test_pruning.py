@@ -197,3 +197,22 @@ def test_the_status_page_names_the_active_and_the_pruned_candidates(digits, tmp_
     assert f"Pruned: {ONE_CLASS} {reward[ONE_CLASS]:.2f}." in line
     first = re.search(r'<tr data-task="\d+">(.*?)</tr>', html, re.S).group(1)
     assert "margin: top" in first and ONE_CLASS not in first  # the why names only active candidates
+
+
+def test_pruning_only_while_unsure_keeps_every_candidate_once_the_model_is_sure_of_the_pool(digits):
+    """``pruning.only_while_unsure``: the same history prunes the one-class candidate while the model is unsure
+    of the pool (confidence below ``regime_confidence``) and keeps it once it is sure; the rewards are recorded
+    either way, so the history goes on."""
+    images, labels = digits
+    config = fast_config()
+    config.strategies = (ONE_CLASS, "margin")
+    config.pruning = PruningConfig(enabled=True, warmup=1, min_active=1, only_while_unsure=True)
+    history = [[0.01, 0.4], [0.02, 0.5]]
+    engine = Engine(config).fit(images[:60], labels[:60], pool_size=200, pruning_history=history)
+    engine.config.regime_confidence = 1.0  # unsure of any pool
+    assert engine.rank(images[300:500]).active_names == ("margin",)
+    engine.config.regime_confidence = 0.0  # sure of any pool
+    ranking = engine.rank(images[300:500])
+    assert ranking.active_names == (ONE_CLASS, "margin")
+    assert np.allclose(ranking.strategy_weights, 0.5)
+    assert len(engine.report["pruning"]["history"]) == 3 and engine.report["regime"]["unsure"] is False
