@@ -333,6 +333,7 @@ class Engine:
         if config.batch_diversity == "kmeans" and len(config.strategies) > 1:  # one candidate: its own order
             prefilter = (config.diversity_prefilter_unsure if unsure and config.diversity_prefilter_unsure
                          else config.diversity_prefilter)
+            self.report["regime"]["shortlist"] = prefilter * config.batch_size
             priority = with_batch_first(priority, self._queue_head(priority, benefit, outputs.embeddings, gamma,
                                                                    prefilter))
         return Ranking(
@@ -352,10 +353,12 @@ class Engine:
 
     def _regime(self, probs: np.ndarray) -> bool:
         """Whether the model is unsure of this pool: its confidence there, the mean max-probability (1 - its
-        expected 0-1 loss), is below ``regime_confidence``; recorded in ``report["regime"]``."""
+        expected 0-1 loss), is below ``regime_confidence``; recorded in ``report["regime"]`` (with the diverse
+        head's shortlist, its number of items, once the head is drawn)."""
         confidence = float(probs.max(axis=1).mean()) if len(probs) else 1.0
         unsure = confidence < self.config.regime_confidence
-        self.report["regime"] = {"pool_confidence": confidence, "unsure": unsure}
+        self.report["regime"] = {"pool_confidence": confidence, "threshold": self.config.regime_confidence,
+                                 "unsure": unsure}
         return unsure
 
     def _queue_head(self, priority: np.ndarray, benefit: np.ndarray, embeddings: np.ndarray,

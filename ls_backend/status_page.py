@@ -237,6 +237,10 @@ PAGE = """<!doctype html>
     · <b>{{ v.n_labels if v.n_labels is not none else 0 }}</b> labels
     · <b>{{ v.pool_size }}</b> tasks ranked
     · held-out accuracy <b>{{ percent(v.latest_model.holdout_accuracy) if v.latest_model else "–" }}</b>
+    {% set r = v.report.regime %}{% if r %}<span id="regime-{{ v.project_id }}">· confidence on the unlabeled
+      tasks <b>{{ percent(r.pool_confidence) }}</b> ({{ "unsure" if r.unsure else "sure" }}: {{ "below" if r.unsure
+      else "at least" }} {{ percent(r.threshold) }}{% if r.shortlist %}; the next batch is spread over the top
+      {{ r.shortlist }} tasks{% endif %})</span>{% endif %}
     · classes {{ v.classes|join(", ") if v.classes else "–" }}
     · events waiting for a job: <b>{{ v.pending_events }}</b>
     {% if v.report.device %}· device {{ v.report.device }}{% endif %}

@@ -151,12 +151,13 @@ def test_the_head_draws_from_the_wide_shortlist_only_while_the_model_is_unsure_o
 
     engine.config.regime_confidence = confidence + 1e-3  # unsure: the wide shortlist
     wide_head = set(engine.rank(pool).order[:5])
-    assert engine.report["regime"] == {"pool_confidence": pytest.approx(confidence, abs=1e-6), "unsure": True}
+    assert engine.report["regime"] == {"pool_confidence": pytest.approx(confidence, abs=1e-6),
+                                       "threshold": confidence + 1e-3, "unsure": True, "shortlist": 60 * 5}
     assert wide_head <= wide_top and not wide_head <= narrow_top
 
     engine.config.regime_confidence = confidence - 1e-3  # sure enough: the default shortlist
     narrow_head = set(engine.rank(pool).order[:5])
-    assert engine.report["regime"]["unsure"] is False
+    assert (engine.report["regime"]["unsure"], engine.report["regime"]["shortlist"]) == (False, 2 * 5)
     assert narrow_head <= narrow_top
 
     engine.config.diversity_prefilter_unsure = None  # off: the default shortlist whatever the confidence

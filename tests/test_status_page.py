@@ -206,6 +206,10 @@ def test_status_page_in_chromium_shows_the_trained_project(served, tmp_path):
     assert "AutoAL backend" in dom
     project = page.by_id["project-1"]
     assert project.startswith("Project 1") and "autoal-v3" in project and "100 labels" in project
+    regime = served["store"].current_model(1)["report"]["regime"]  # the model's confidence on the pool it ranked
+    state = "unsure: below" if regime["unsure"] else "sure: at least"
+    assert page.by_id["regime-1"] == (f"· confidence on the unlabeled tasks {round(100 * regime['pool_confidence'])}% "
+                                      f"({state} 80%; the next batch is spread over the top 200 tasks)")
 
     # the plots are inline SVG, with their axis labels as text
     assert page.svg_in.get("learning-curve-1") == 1 and "held-out accuracy" in page.by_id["learning-curve-1"]
