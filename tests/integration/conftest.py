@@ -1,10 +1,10 @@
 """Real services for the integration tests: Label Studio 1.23.2, the backend under waitress (`autoal serve`), Redis.
 
 Label Studio is found through LABEL_STUDIO_BIN, else <repo>/.venv-ls/bin/label-studio, else
-/tmp/lsvenv/bin/label-studio; when none exists, <repo>/.venv-ls is created and label-studio==1.23.2
-pip-installed into it (a few minutes, once). It starts once per test session on 127.0.0.1 with a
-throwaway HOME and data dir and the settings of label-studio-protocol.md section 8 (legacy token on,
-local ML backends and webhooks allowed), and stops at the end.
+/tmp/lsvenv/bin/label-studio; when none exists, <repo>/.venv-ls is created and label-studio-requirements.txt
+(label-studio==1.23.2 and the pins it needs) pip-installed into it (a few minutes, once). It starts once per
+test session on 127.0.0.1 with a throwaway HOME and data dir and the settings of label-studio-protocol.md
+section 8 (legacy token on, local ML backends and webhooks allowed), and stops at the end.
 
 Images are real: scikit-learn's bundled digits, upscaled to 32x32 PNG files and uploaded through LS's
 import API (so tasks reference ``/data/upload/...``, fetched by the backend with its token).
@@ -42,6 +42,7 @@ logger = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[2]
 LS_VERSION = "1.23.2"
+LS_REQUIREMENTS = Path(__file__).with_name("label-studio-requirements.txt")  # LS_VERSION and the pins it needs
 GET_RETRIES = 2  # LabelStudioServer.api: a GET answered with a 5xx is tried again this many times
 CLASSES = [str(digit) for digit in range(10)]
 LABEL_CONFIG = (
@@ -102,7 +103,7 @@ def label_studio_binary() -> Path:
             return Path(candidate)
     target = REPO / ".venv-ls"
     venv.EnvBuilder(with_pip=True, clear=True).create(target)
-    subprocess.run([target / "bin/python", "-m", "pip", "install", "-q", f"label-studio=={LS_VERSION}"], check=True)
+    subprocess.run([target / "bin/python", "-m", "pip", "install", "-q", "-r", LS_REQUIREMENTS], check=True)
     return target / "bin/label-studio"
 
 
