@@ -213,7 +213,9 @@ class CostConfig:
     ridge_alpha: float = 1.0
     exploration: float = 0.1  # share of the head of the queue picked by benefit alone while cost counts
     min_spearman: float = 0.2  # cross-validated rank correlation below which predicted costs are ignored
-    features: int = 8  # principal components of the embedding used as cost-model features
+    # principal components of the embedding used as cost-model features (8 until session 19; 16 predicts the
+    # seconds within a class better: docs/benchmark.md, "Cost features: 16 principal components instead of 8")
+    features: int = 16
     within_class: bool = True  # seconds relative to the predicted class's median (cost.py); False: raw seconds
 
 

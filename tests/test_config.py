@@ -56,11 +56,11 @@ def old_layout(config: EngineConfig) -> dict:
 
 
 def defaults_of_the_old_layout() -> EngineConfig:
-    """Today's defaults with the one default that changed since the old layout: cost.gamma was 0.5 (it is 1.0
-    with cost.within_class, benchmark.md "Cost relative to the class"). A field the old layout lacks takes
-    today's default when loaded."""
+    """Today's defaults with the defaults that changed since the old layout: cost.gamma was 0.5 (it is 1.0
+    with cost.within_class, benchmark.md "Cost relative to the class") and cost.features 8 (16 since session 19,
+    benchmark.md "Cost features"). A field the old layout lacks takes today's default when loaded."""
     config = EngineConfig()
-    config.cost.gamma = 0.5
+    config.cost.gamma, config.cost.features = 0.5, 8
     return config
 
 
