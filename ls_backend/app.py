@@ -235,6 +235,7 @@ def _add_routes(app: Flask, backend: Backend) -> None:
         explained["model"] = {
             key: model.get(key) for key in ("created_at", "n_labels", "n_pool", "holdout_accuracy", "strategy_weights")
         }
+        explained["model"]["regime"] = (model.get("report") or {}).get("regime")  # the regime it ranked in
         return jsonify(explained)
 
 

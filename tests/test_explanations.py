@@ -55,6 +55,8 @@ def test_the_why_travels_through_the_store_to_explain_and_the_status_page(ranked
     client = app.test_client()
     explained = client.get(f"/explain/1/{task_ids[first]}", headers=AUTH).json
     assert explained["top_candidates"] == expected and explained["rank"] == 1
+    regime = engine.report["regime"]  # the model's confidence on the pool it ranked, and the head's shortlist
+    assert explained["model"]["regime"] == regime and regime["shortlist"] == 10 * engine.config.batch_size
     html = client.get("/?project=1", headers=AUTH).get_data(as_text=True)
     row = re.search(rf'<tr data-task="{task_ids[first]}">(.*?)</tr>', html, re.S).group(1)
     assert f"{expected[0][0]}: {_top_share(expected[0][1])}" in row
