@@ -134,7 +134,6 @@ def test_the_head_of_the_queue_is_a_diverse_batch(split):
     assert 0.0 <= ranking.priority.min() and ranking.priority.max() <= 1.0
 
 
-
 def test_the_head_draws_from_the_wide_shortlist_only_while_the_model_is_unsure_of_the_pool(split):
     """With ``diversity_prefilter_unsure`` the head comes from the top unsure x b while the pool's mean
     max-probability is below ``regime_confidence``, else from the top prefilter x b; the report says which."""
@@ -163,6 +162,23 @@ def test_the_head_draws_from_the_wide_shortlist_only_while_the_model_is_unsure_o
     engine.config.diversity_prefilter_unsure = None  # off: the default shortlist whatever the confidence
     engine.config.regime_confidence = 1.0
     assert set(engine.rank(pool).order[:5]) == narrow_head
+
+
+def test_costs_change_the_order_only_through_gamma(split):
+    x, y, pool, _ = split
+    known = np.full(len(pool), 10.0)
+    known[:50] = 100.0  # the first 50 pool items are known to be ten times as expensive
+    config = fast_config(enabled=False)
+    config.batch_diversity = "none"
+    config.cost.gamma = 1.0
+    costly = Engine(config).fit(x, y).rank(pool, known_costs=known)
+    config = fast_config(enabled=False)
+    config.batch_diversity = "none"
+    config.cost.gamma = 0.0
+    blind = Engine(config).fit(x, y).rank(pool, known_costs=known)
+    assert np.array_equal(blind.order, np.argsort(-blind.informativeness, kind="stable"))
+    assert costly.priority[:50].mean() < blind.priority[:50].mean()
+    assert np.array_equal(costly.predicted_cost, known)
 
 
 def test_within_class_cost_keeps_an_expensive_class_in_the_head_of_the_queue(split):
