@@ -41,8 +41,7 @@ from ls_backend.store import Store
 logger = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[2]
-LS_VERSION = "1.23.2"
-LS_REQUIREMENTS = Path(__file__).with_name("label-studio-requirements.txt")  # LS_VERSION and the pins it needs
+LS_REQUIREMENTS = Path(__file__).with_name("label-studio-requirements.txt")  # label-studio==1.23.2 and its pins
 GET_RETRIES = 2  # LabelStudioServer.api: a GET answered with a 5xx is tried again this many times
 CLASSES = [str(digit) for digit in range(10)]
 LABEL_CONFIG = (
