@@ -217,6 +217,9 @@ class CostConfig:
     # seconds within a class better: docs/benchmark.md, "Cost features: 16 principal components instead of 8")
     features: int = 16
     within_class: bool = True  # seconds relative to the predicted class's median (cost.py); False: raw seconds
+    # 0: gamma is the same at every size; n0 > 0: gamma x n0 / (n0 + n) with n labels, so cost-awareness fades
+    # as the labels grow (cost.faded_gamma)
+    gamma_halving_labels: float = 0.0
 
 
 @dataclass
@@ -469,6 +472,7 @@ RULES: dict[str, Callable[[Any], str | None]] = {
     "cost.max_seconds": _above(0),
     "cost.exploration": _within(0, 1, "[)"),
     "cost.features": _at_least(0),
+    "cost.gamma_halving_labels": _at_least(0),
     "strategies": _not_empty,
     "batch_size": _at_least(1),
     "batch_diversity": _one_of("kmeans", "none"),

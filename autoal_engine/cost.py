@@ -9,7 +9,8 @@ ACL 2008, "Assessing the Costs of Sampling Methods in Active Learning for Annota
   clean (clip idle time, winsorize), ridge regression of log(seconds) on standardized features,
   predict the median exp(mu), shrink toward the observed median, and judge its own quality.
 - ``combine_known`` lets explicit per-task costs override the predictions.
-- ``priority`` orders a queue by benefit per cost**gamma (return on investment, Haertel et al.).
+- ``priority`` orders a queue by benefit per cost**gamma (return on investment, Haertel et al.);
+  ``faded_gamma`` lets gamma fall as the labels grow (``cost.gamma_halving_labels``).
 - ``relative_to_class`` divides each item's seconds by the median of its predicted class, so that cost
   chooses which item of a class is labeled, not which class (``cost.within_class``).
 
@@ -252,6 +253,21 @@ def priority(benefit: np.ndarray, cost: np.ndarray, gamma: float) -> np.ndarray:
     if high - low <= 0.0:
         return np.ones_like(ratio)
     return (ratio - low) / (high - low)
+
+
+def faded_gamma(gamma: float, labels: int, halving_labels: float) -> float:
+    """gamma_n = gamma n0 / (n0 + n) at n labels, n0 = ``halving_labels`` (0: gamma as given).
+
+    Cost-aware ranking buys cheaper labels that are a little less informative; while labels are few any
+    label teaches the model a lot and the cheaper ones win at equal seconds, later the cheap items are
+    over-represented and the order should follow the benefit (docs/benchmark.md, the rho 0 runs). With n0 the
+    weight of cost halves at n0 labels and keeps falling.
+    """
+    if halving_labels < 0:
+        raise ValueError(f"cost.gamma_halving_labels must be >= 0; got {halving_labels}")
+    if halving_labels == 0:
+        return float(gamma)
+    return float(gamma) * halving_labels / (halving_labels + max(int(labels), 0))
 
 
 def relative_to_class(seconds: np.ndarray, predicted_class: np.ndarray) -> np.ndarray:

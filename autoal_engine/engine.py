@@ -325,7 +325,8 @@ class Engine:
                    else expected_loss_benefit(z, outputs.probs))
         predicted = self.cost_model.predict(_project(outputs.embeddings, self.cost_basis))
         seconds = cost_module.combine_known(predicted, known)
-        gamma = self.cost_model.effective_gamma(config.cost.gamma, known)
+        gamma = cost_module.faded_gamma(self.cost_model.effective_gamma(config.cost.gamma, known),
+                                        len(self.labeled_labels), config.cost.gamma_halving_labels)
         predicted_class = outputs.probs.argmax(1)
         divisor = (cost_module.relative_to_class(seconds, predicted_class)
                    if config.cost.within_class and gamma > 0 else seconds)  # gamma 0: the cost is not read

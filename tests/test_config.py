@@ -175,6 +175,7 @@ BAD_VALUES = [
     ({"cost": {"clip_quantile": 0}}, "cost.clip_quantile: must be in (0, 1], got 0"),
     ({"cost": {"max_seconds": -1}}, "cost.max_seconds: must be > 0, got -1"),
     ({"cost": {"features": -1}}, "cost.features: must be >= 0, got -1"),
+    ({"cost": {"gamma_halving_labels": -5}}, "cost.gamma_halving_labels: must be >= 0, got -5"),
     ({"strategies": "entropy"}, "strategies: expected a list of strings, got 'entropy' (str)"),
     ({"strategies": ["entropy", 3]}, "strategies: expected a list of strings, got ['entropy', 3] (list)"),
     ({"strategies": []}, "strategies: at least one strategy is needed, got []"),

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from autoal_engine.config import CostConfig
-from autoal_engine.cost import CostModel, combine_known, priority, relative_to_class, spearman
+from autoal_engine.cost import CostModel, combine_known, faded_gamma, priority, relative_to_class, spearman
 
 
 def learnable_costs(n: int, seed: int, slope: float = 0.8, noise: float = 0.2) -> tuple[np.ndarray, ...]:
@@ -34,6 +34,16 @@ def test_gamma_zero_ignores_cost():
     np.testing.assert_array_equal(np.argsort(-p, kind="stable"), np.argsort(-benefit, kind="stable"))
     # and with gamma > 0 these costs do change the order
     assert not np.array_equal(np.argsort(-priority(benefit, cost, 1.0)), np.argsort(-benefit))
+
+
+def test_faded_gamma_halves_at_the_halving_labels_and_keeps_falling():
+    assert faded_gamma(1.0, 0, 100) == 1.0
+    assert faded_gamma(1.0, 100, 100) == pytest.approx(0.5)
+    assert faded_gamma(0.8, 300, 100) == pytest.approx(0.2)
+    assert faded_gamma(1.0, 40, 100) > faded_gamma(1.0, 60, 100) > faded_gamma(1.0, 400, 100) > 0.0
+    assert faded_gamma(0.7, 10_000, 0) == 0.7  # 0: no fading
+    with pytest.raises(ValueError, match="gamma_halving_labels"):
+        faded_gamma(1.0, 10, -1)
 
 
 def test_seconds_relative_to_the_class_leave_the_order_inside_a_class_and_remove_its_level():

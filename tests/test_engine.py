@@ -181,6 +181,26 @@ def test_costs_change_the_order_only_through_gamma(split):
     assert np.array_equal(costly.predicted_cost, known)
 
 
+def test_a_faded_gamma_lets_the_benefit_order_the_queue_once_the_labels_outnumber_the_halving_labels(split):
+    """With ``cost.gamma_halving_labels`` n0 the weight of cost is gamma n0 / (n0 + n) at n labels: known
+    costs that favour the least informative items move them up while n0 is large against n, and hardly at all
+    once n is a thousand times n0."""
+    x, y, pool, _ = split
+    config = fast_config(enabled=False)
+    config.batch_diversity, config.cost.gamma, config.cost.within_class = "none", 1.0, False
+    engine = Engine(config).fit(x, y)
+    blind = engine.rank(pool)
+    known = np.full(len(pool), 100.0)
+    known[blind.order[-50:]] = 1.0  # the 50 least informative items are a hundred times as fast
+    engine.config.cost.gamma_halving_labels = 1000.0 * len(y)
+    early = engine.rank(pool, known_costs=known)
+    engine.config.cost.gamma_halving_labels = len(y) / 1000.0
+    late = engine.rank(pool, known_costs=known)
+    cheap = blind.order[-50:]
+    assert np.isin(early.order[:50], cheap).sum() > 25  # cost decides: mostly the cheap items first
+    assert not np.isin(late.order[:50], cheap).any()  # gamma about 0.001: the benefit decides
+
+
 def test_within_class_cost_keeps_an_expensive_class_in_the_head_of_the_queue(split):
     """Known costs that depend on the class alone (the class the benefit serves most ten times as slow): value
     per raw second keeps that class out of the head of the queue, value per second relative to the class does
