@@ -323,7 +323,9 @@ PAGE = """<!doctype html>
         2-fold CV ρ {{ number(c.cv_spearman) }}{% endif %}.
         {% if v.min_spearman is not none %}Predicted costs order the queue only when CV ρ ≥
         {{ v.min_spearman }}: {{ "yes" if c.cv_spearman is not none and c.cv_spearman >= v.min_spearman else "no" }}.
-        {% endif %}{% endif %}</p>
+        {% endif %}{% if c.gamma is defined and c.gamma is not none %}<span id="cost-weight-{{ v.project_id }}">The
+        last ranking's priority: benefit / seconds<sup>γ</sup>, γ = {{ number(c.gamma) }}.</span>{% endif %}
+        {% endif %}</p>
     </div>
   </div>
 

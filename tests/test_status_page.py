@@ -217,6 +217,8 @@ def test_status_page_in_chromium_shows_the_trained_project(served, tmp_path):
     assert page.svg_in.get("strategy-weights-1") == 1 and "labels of each model version" in weights
     assert all(name in weights for name in ("entropy", "badge", "typiclust"))  # the legend names the strategies
     assert page.svg_in.get("cost-model-1") == 1 and "60 tasks labeled after being ranked" in page.by_id["cost-model-1"]
+    gamma = served["store"].current_model(1)["report"]["cost"]["gamma"]  # the weight of cost in the last ranking
+    assert page.by_id["cost-weight-1"] == f"The last ranking's priority: benefit / seconds γ , γ = {gamma:.2f}."
 
     # the next 20 tasks, in the ranking's order, with their reasons
     assert page.queue_rows["queue-1"] == served["queue"]
