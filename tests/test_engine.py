@@ -229,6 +229,7 @@ def test_while_cost_counts_the_head_of_the_queue_keeps_a_cost_blind_exploration_
     x, y, pool, _ = split
     config = fast_config(enabled=False)
     config.batch_size, config.cost.gamma, config.cost.exploration = 20, 1.0, 0.1
+    config.cost.gamma_halving_labels = 0.0  # the full value per second at every size
     engine = Engine(config).fit(x, y)
     blind = engine.rank(pool)
     known = np.full(len(pool), 5.0)
