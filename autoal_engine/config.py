@@ -217,9 +217,9 @@ class CostConfig:
     # seconds within a class better: docs/benchmark.md, "Cost features: 16 principal components instead of 8")
     features: int = 16
     within_class: bool = True  # seconds relative to the predicted class's median (cost.py); False: raw seconds
-    # n0 > 0: gamma x n0 / (n0 + n) with n labels, so cost-awareness fades as the labels grow (cost.faded_gamma);
-    # 0: gamma at every size (the default until session 20; docs/benchmark.md, "Cost-awareness that fades")
-    gamma_halving_labels: float = 300.0
+    # 0: gamma at every size; n0 > 0: gamma x n0 / (n0 + n) with n labels, so cost-awareness fades as the labels
+    # grow (cost.faded_gamma; opt-in: docs/benchmark.md, "Cost-awareness that fades with the labels")
+    gamma_halving_labels: float = 0.0
 
 
 @dataclass

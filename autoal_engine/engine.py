@@ -18,7 +18,7 @@ rank:
  5. every candidate's score, normalized; per-sample weights pi (equal, or SearchNet's); z = sum_k pi_k r_k
     (``mixture.py``);
  6. benefit = z (equal weights) or the search's calibrated expected loss g(z); priority = benefit / cost^gamma,
-    scaled to [0, 1] (gamma fades with the labels: ``cost.faded_gamma``);
+    scaled to [0, 1] (gamma may fade with the labels: ``cost.faded_gamma``);
  7. the first batch_size items of the queue are a diverse batch among the top priorities (batch.py).
 """
 
