@@ -258,10 +258,11 @@ def priority(benefit: np.ndarray, cost: np.ndarray, gamma: float) -> np.ndarray:
 def faded_gamma(gamma: float, labels: int, halving_labels: float) -> float:
     """gamma_n = gamma n0 / (n0 + n) at n labels, n0 = ``halving_labels`` (0: gamma as given).
 
-    Cost-aware ranking buys cheaper labels that are a little less informative; while labels are few any
-    label teaches the model a lot and the cheaper ones win at equal seconds, later the cheap items are
-    over-represented and the order should follow the benefit (docs/benchmark.md, the rho 0 runs). With n0 the
-    weight of cost halves at n0 labels and keeps falling.
+    Cost-aware ranking buys cheaper labels that are a little less informative; while labels are few the
+    cheaper ones win at equal seconds, later the cheap items are over-represented. With n0 the weight of cost
+    halves at n0 labels and keeps falling, so the order turns towards the benefit's. Off by default: on ten
+    seeds n0 = 300 saved fewer seconds than a constant gamma and lost more accuracy at equal labels
+    (docs/benchmark.md, "Cost-awareness that fades with the labels").
     """
     if halving_labels < 0:
         raise ValueError(f"cost.gamma_halving_labels must be >= 0; got {halving_labels}")
