@@ -220,6 +220,9 @@ class CostConfig:
     # 0: gamma at every size; n0 > 0: gamma x n0 / (n0 + n) with n labels, so cost-awareness fades as the labels
     # grow (cost.faded_gamma; opt-in: docs/benchmark.md, "Cost-awareness that fades with the labels")
     gamma_halving_labels: float = 0.0
+    # False: the head's regions (k-means on the top prefilter x b) come from value per second; True: from the
+    # benefit, as if cost-blind, and cost only picks each region's item (batch.diverse_batch's pick_by)
+    pick_within_regions: bool = False
 
 
 @dataclass

@@ -368,18 +368,27 @@ class Engine:
         """The diverse head of the queue (batch.py) by priority, among the top ``prefilter`` x b. While cost
         counts (gamma > 0), its first ceil(exploration * b) items are a diverse batch by benefit alone, cost
         ignored: the cost model keeps seeing slow items, which a value-per-second queue would otherwise never
-        serve (spec 10.6)."""
+        serve (spec 10.6). With ``cost.pick_within_regions`` the rest's regions come from the benefit too, and
+        cost only chooses each region's item (the one of most value per second)."""
         config = self.config
         b, seed = config.batch_size, config.seed
         explore = math.ceil(config.cost.exploration * b) if gamma > 0 else 0
+        within = gamma > 0 and config.cost.pick_within_regions
+
+        def head(indices: np.ndarray, size: int) -> np.ndarray:
+            if within:
+                return indices[diverse_batch(benefit[indices], embeddings[indices], size, prefilter, seed,
+                                             pick_by=priority[indices])]
+            return indices[diverse_batch(priority[indices], embeddings[indices], size, prefilter, seed)]
+
+        everything = np.arange(len(priority))
         if explore == 0:
-            return diverse_batch(priority, embeddings, b, prefilter, seed)
+            return head(everything, b)
         blind = diverse_batch(benefit, embeddings, explore, prefilter, seed)
-        rest = np.setdiff1d(np.arange(len(priority)), blind)
+        rest = np.setdiff1d(everything, blind)
         if len(rest) == 0:
             return blind
-        aware = rest[diverse_batch(priority[rest], embeddings[rest], b - len(blind), prefilter, seed)]
-        return np.concatenate([blind, aware])
+        return np.concatenate([blind, head(rest, b - len(blind))])
 
     def _continue_pruning(self, history: list[list[float]] | None) -> None:
         """Start this fit's pruning from ``history``, or from the last ranking's when None."""
