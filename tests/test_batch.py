@@ -39,6 +39,22 @@ def test_small_pools_and_duplicates_fall_back_to_the_top():
     assert list(diverse_batch(priority, np.eye(3), batch_size=5, prefilter=10, seed=0)) == [1, 2, 0]
 
 
+def test_pick_by_keeps_the_regions_of_the_priority_and_takes_each_regions_best_item():
+    """``pick_by`` does not move the regions (they come from the priority's shortlist) but chooses which member
+    of each is taken: the one of highest pick_by, not the one nearest to the centre; picks ordered by pick_by."""
+    priority, embeddings = blobs()
+    nearest = diverse_batch(priority, embeddings, batch_size=5, prefilter=40, seed=0)
+    pick_by = np.random.default_rng(5).random(len(priority))
+    picked = diverse_batch(priority, embeddings, batch_size=5, prefilter=40, seed=0, pick_by=pick_by)
+    assert sorted(picked // 40) == [0, 1, 2, 3, 4]  # still one item per blob
+    best = [40 * blob + int(np.argmax(pick_by[40 * blob:40 * blob + 40])) for blob in range(5)]
+    assert sorted(picked) == sorted(best)
+    assert set(picked) != set(nearest)
+    assert np.all(np.diff(pick_by[picked]) <= 0)
+    with pytest.raises(ValueError, match="pick_by"):
+        diverse_batch(priority, embeddings, batch_size=5, prefilter=40, seed=0, pick_by=pick_by[:3])
+
+
 def test_same_seed_same_batch():
     priority, embeddings = blobs(1)
     first = diverse_batch(priority, embeddings, batch_size=7, prefilter=10, seed=3)

@@ -243,6 +243,30 @@ def test_while_cost_counts_the_head_of_the_queue_keeps_a_cost_blind_exploration_
     assert (known[Engine(config).fit(x, y).rank(pool, known_costs=known).order[:20]] == 5.0).all()
 
 
+def test_picking_within_the_benefits_regions_keeps_the_head_among_the_most_informative_items(split):
+    """Value per second shortlists cheap items from anywhere in the pool; with ``cost.pick_within_regions`` the
+    head's shortlist and regions are the benefit's (as if cost-blind) and cost only picks each region's item, so
+    the head stays among the benefit's shortlist and still takes the cheap members of its regions."""
+    x, y, pool, _ = split
+    config = fast_config(enabled=False)
+    config.batch_size, config.cost.gamma, config.cost.within_class = 20, 1.0, False
+    engine = Engine(config).fit(x, y)
+    blind = engine.rank(pool)
+    by_benefit = np.argsort(-blind.informativeness, kind="stable")
+    known = np.full(len(pool), 5.0)
+    known[by_benefit[:100]] = 500.0  # the 100 most informative items are a hundred times as slow
+    aware = engine.rank(pool, known_costs=known)
+    engine.config.cost.pick_within_regions = True
+    within = engine.rank(pool, known_costs=known)
+    shortlist = set(by_benefit[:engine.report["regime"]["shortlist"]])
+    assert not set(aware.order[2:20]) <= shortlist  # value per second looks beyond the benefit's shortlist
+    assert set(within.order[2:20]) <= shortlist  # picking within regions does not
+    assert (known[within.order[2:20]] == 5.0).mean() >= 0.5  # and takes the fast members of its regions
+    assert (known[within.order[:2]] == 500.0).all()  # the exploration share is kept
+    engine.config.cost.gamma = 0.0  # no cost: the cost-blind head, whatever the flag says
+    assert np.array_equal(engine.rank(pool, known_costs=known).order, blind.order)
+
+
 def test_a_constant_cost_leaves_the_cost_aware_ranking_exactly_the_cost_blind_one(split):
     """The bench's constant cost model: every label takes 10 s, so the cost model has nothing to predict (no
     rank correlation), gamma falls to 0, and cost-aware AutoAL serves exactly what cost-blind serves."""
