@@ -223,6 +223,9 @@ class CostConfig:
     # False: the head's regions (k-means on the top prefilter x b) come from value per second; True: from the
     # benefit, as if cost-blind, and cost only picks each region's item (batch.diverse_batch's pick_by)
     pick_within_regions: bool = False
+    # principal components of the image itself (a 16 x 16 grey thumbnail, models.thumbnails) added to the cost
+    # model's features; 0: the embedding's alone (docs/benchmark.md, "Cost features from the image itself")
+    image_features: int = 0
 
 
 @dataclass
@@ -476,6 +479,7 @@ RULES: dict[str, Callable[[Any], str | None]] = {
     "cost.exploration": _within(0, 1, "[)"),
     "cost.features": _at_least(0),
     "cost.gamma_halving_labels": _at_least(0),
+    "cost.image_features": _at_least(0),
     "strategies": _not_empty,
     "batch_size": _at_least(1),
     "batch_diversity": _one_of("kmeans", "none"),

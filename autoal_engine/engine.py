@@ -54,7 +54,16 @@ from autoal_engine.mixture import (
     mixture_weights,
     normalize_candidates,
 )
-from autoal_engine.models import TaskModel, embed, pool_outputs, resolve_device, train_model, training_steps
+from autoal_engine.models import (
+    THUMBNAIL_SIZE,
+    TaskModel,
+    embed,
+    pool_outputs,
+    resolve_device,
+    thumbnails,
+    train_model,
+    training_steps,
+)
 from autoal_engine.pruning import class_diversity_rewards, decide, pruned_weights
 from autoal_engine.ranking import Ranking
 from autoal_engine.search import (
@@ -94,7 +103,8 @@ class Engine:
         self.labeled_labels = np.zeros(0, np.int64)  # class indices of the fit, kept in the checkpoint
         self.search: SearchResult | None = None
         self.cost_model = CostModel(self.config.cost)
-        self.cost_basis = (np.zeros(0, np.float32), np.zeros((0, 0), np.float32))  # PCA mean, components
+        self.cost_basis = _empty_basis()  # the embeddings' PCA (mean, components): the cost model's features
+        self.image_basis = _empty_basis()  # the thumbnails' PCA (cost.image_features); empty: not read
         self.report: dict[str, Any] = {}
         self.tuning_state = TuningState()  # the incumbent model configuration, handed from fit to fit
         self.pruning_history: list[list[float]] = []  # the candidates' rewards of earlier rounds (pruning.py)
@@ -142,8 +152,7 @@ class Engine:
         model_config = self.model_config
         trained = time.perf_counter()
 
-        self.cost_basis = _principal_basis(embeddings, config.cost.features)
-        self.cost_model = CostModel(config.cost).fit(_project(embeddings, self.cost_basis), seconds)
+        self._fit_cost(embeddings, thumbnails(images).numpy() if self._reads_images() else None, seconds)
 
         ratio = self._ratio(pool_size)
         search = config.search.enabled and len(config.strategies) > 1
@@ -211,7 +220,7 @@ class Engine:
         model = TaskModel(model_config, self.channels, len(self.classes))
         train_model(model, images, torch.from_numpy(y), model_config, training_steps(model_config, len(y)), seed,
                     self.device)
-        logits, embeddings, _ = embed(model, _tensor_source(images), model_config, self.channels, self.device)
+        logits, embeddings, _, _ = embed(model, _tensor_source(images), model_config, self.channels, self.device)
         return images, model, logits, embeddings
 
     def _tune(self, source: ImageSource, y: np.ndarray, state: TuningState, force: bool) -> TuningOutcome:
@@ -270,8 +279,8 @@ class Engine:
                         training_steps(self.model_config, len(train_idx), config.holdout.fitnet_steps),
                         config.seed + 1 + group, self.device)
             labels = y[eval_idx]
-            _, train_embeddings, _ = embed(fitnet, _tensor_source(images[train_idx]), self.model_config,
-                                           self.channels, self.device)
+            train_embeddings = embed(fitnet, _tensor_source(images[train_idx]), self.model_config,
+                                     self.channels, self.device).embeddings
             batch = max(2, math.ceil(ratio * len(eval_idx)))
             outputs = pool_outputs(fitnet, _tensor_source(images[eval_idx]), self.model_config, self.channels,
                                    self.device, train_embeddings, batch, config.seed + group, self._mc_samples())
@@ -307,7 +316,7 @@ class Engine:
         known = check_costs(known_costs, len(source), "known_costs")
         outputs = pool_outputs(self.model, source, self.model_config, self.channels, self.device,
                                self.labeled_embeddings, self.config.batch_size, self.config.seed,
-                               self._mc_samples())
+                               self._mc_samples(), with_thumbnails=self._reads_images())
         return self._rank_outputs(outputs, known, source)
 
     def _rank_outputs(self, outputs, known: np.ndarray, source: ImageSource | None) -> Ranking:
@@ -323,7 +332,7 @@ class Engine:
         z = mixture(candidates, weights)
         benefit = (calibrated_benefit(z, self.search) if self.search is not None
                    else expected_loss_benefit(z, outputs.probs))
-        predicted = self.cost_model.predict(_project(outputs.embeddings, self.cost_basis))
+        predicted = self.cost_model.predict(self._cost_features(outputs.embeddings, outputs.thumbnails))
         seconds = cost_module.combine_known(predicted, known)
         gamma = cost_module.faded_gamma(self.cost_model.effective_gamma(config.cost.gamma, known),
                                         len(self.labeled_labels), config.cost.gamma_halving_labels)
@@ -352,6 +361,33 @@ class Engine:
             candidate_scores=candidates.astype(np.float32),
             active=active,
         )
+
+    def _reads_images(self) -> bool:
+        """Whether the cost model reads the images themselves (``cost.image_features`` > 0)."""
+        return self.config.cost.image_features > 0
+
+    def _fit_cost(self, embeddings: np.ndarray, thumbs: np.ndarray | None, seconds: np.ndarray) -> None:
+        """The cost model on the labeled items: its features are the top ``cost.features`` principal
+        components of the embeddings and, with ``cost.image_features`` and thumbnails, as many of the
+        thumbnails' (models.thumbnails)."""
+        self.cost_basis = _principal_basis(embeddings, self.config.cost.features)
+        self.image_basis = (_principal_basis(thumbs, self.config.cost.image_features)
+                            if self._reads_images() and thumbs is not None else _empty_basis())
+        self.cost_model = CostModel(self.config.cost).fit(self._cost_features(embeddings, thumbs), seconds)
+
+    def _cost_features(self, embeddings: np.ndarray, thumbs: np.ndarray | None) -> np.ndarray:
+        """The cost model's features of items (see ``_fit_cost``). Items without thumbnails (vectors cached
+        before the cost model read images) get the labeled items' mean thumbnail: the embedding's part alone
+        orders them."""
+        features = _project(embeddings, self.cost_basis)
+        mean, components = self.image_basis
+        if len(components) == 0:
+            return features
+        if thumbs is None:
+            log.warning("cost: no thumbnails for these %d items (cached before cost.image_features); their "
+                        "predicted seconds read the embedding only", len(embeddings))
+            return np.hstack([features, np.zeros((len(embeddings), len(components)), np.float32)])
+        return np.hstack([features, _project(thumbs, self.image_basis)])
 
     def _regime(self, probs: np.ndarray) -> bool:
         """Whether the model is unsure of this pool: its confidence there, the mean max-probability (1 - its
@@ -446,11 +482,12 @@ class Engine:
 
     def vectors(self, inputs) -> np.ndarray:
         """What the embedding cache keeps for each input under this engine's backbone
-        (``backbone_version``): its embedding and the loss head's prediction, (N, D + 1) float32."""
+        (``backbone_version``): its embedding, its thumbnail when the cost model reads images
+        (``cost.image_features``) and the loss head's prediction, (N, D [+ P] + 1) float32."""
         self._require_fitted()
         source = ImageSource(inputs, "inputs")
-        _, embeddings, losses = embed(self.model, source, self.model_config, self.channels, self.device)
-        return join_vectors(embeddings, losses)
+        embedded = embed(self.model, source, self.model_config, self.channels, self.device, self._reads_images())
+        return join_vectors(embedded.embeddings, embedded.predicted_loss, embedded.thumbnails)
 
     def refit(self, vectors, labels, costs=None, *, pool_size: int | None = None,
               pruning_history: list[list[float]] | None = None) -> Engine:
@@ -460,7 +497,7 @@ class Engine:
         A label outside the backbone's classes needs a full `fit`: ValueError."""
         self._require_fitted()
         started = time.perf_counter()
-        embeddings, _ = self._split_vectors(vectors)
+        embeddings, _, thumbs = self._split_vectors(vectors)
         unknown = sorted({str(label) for label in labels} - {str(c) for c in self.classes})
         if unknown:
             raise ValueError(f"labels: {unknown[:5]} are not classes of this backbone ({list(self.classes)}); a "
@@ -474,8 +511,7 @@ class Engine:
         steps = training_steps(model_config, len(y))
         self.model.head = train_head(self.model.head, embeddings, y, model_config, steps, config.seed).to(self.device)
         trained = time.perf_counter()
-        self.cost_basis = _principal_basis(embeddings, config.cost.features)
-        self.cost_model = CostModel(config.cost).fit(_project(embeddings, self.cost_basis), seconds)
+        self._fit_cost(embeddings, thumbs, seconds)
         holdout = head_cv_accuracy(self.model.head, embeddings, y, model_config, steps, config.seed + 1)
         finished = time.perf_counter()
         with torch.no_grad():
@@ -506,22 +542,26 @@ class Engine:
         """`rank` from the pool's cached vectors (under this backbone): the same ranking as from the images,
         with no pass over them."""
         self._require_fitted()
-        embeddings, losses = self._split_vectors(vectors)
+        embeddings, losses, thumbs = self._split_vectors(vectors)
         if not np.isfinite(embeddings).all():
             raise ValueError("vectors: must be finite (an item missing from the cache?)")
         known = check_costs(known_costs, len(embeddings), "known_costs")
         outputs = head_outputs(self.model.head, self.model.dropout.p, embeddings, losses, self.labeled_embeddings,
                                chunk=self.model_config.inference_batch_size, batch_size=self.config.batch_size,
-                               seed=self.config.seed, mc_samples=self._mc_samples(), device=self.device)
+                               seed=self.config.seed, mc_samples=self._mc_samples(), device=self.device,
+                               thumbnails=thumbs)
         return self._rank_outputs(outputs, known, None)
 
-    def _split_vectors(self, vectors) -> tuple[np.ndarray, np.ndarray]:
-        """(embeddings, predicted loss) of cached vectors, which must be of this backbone's width."""
-        embeddings, losses = split_vectors(vectors)
-        if embeddings.shape[1] != self.model.head.in_features:
-            raise ValueError(f"vectors: {embeddings.shape[1]}-d embeddings; this backbone makes "
-                             f"{self.model.head.in_features}-d ones")
-        return embeddings, losses
+    def _split_vectors(self, vectors) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(embeddings, predicted loss, thumbnails or None) of cached vectors, which must be of this backbone's
+        width: D + 1 columns, or D + THUMBNAIL_SIZE**2 + 1 with thumbnails."""
+        width = self.model.head.in_features
+        shape = np.shape(vectors)
+        if len(shape) != 2 or shape[1] not in (width + 1, width + THUMBNAIL_SIZE**2 + 1):
+            raise ValueError(f"vectors: shape {shape}; this backbone's cached vectors have {width + 1} columns "
+                             f"({width}-d embeddings and the predicted loss), or {width + THUMBNAIL_SIZE**2 + 1} "
+                             "with thumbnails")
+        return split_vectors(vectors, width)
 
     def predict(self, inputs) -> tuple[np.ndarray, np.ndarray]:
         """Predicted class labels and probabilities (N, C) for new inputs."""
@@ -532,7 +572,7 @@ class Engine:
         """The task model's probabilities (N, C) and penultimate embeddings (N, D) for inputs."""
         self._require_fitted()
         source = ImageSource(inputs, "inputs")
-        logits, embeddings, _ = embed(self.model, source, self.model_config, self.channels, self.device)
+        logits, embeddings, _, _ = embed(self.model, source, self.model_config, self.channels, self.device)
         return torch.softmax(torch.from_numpy(logits), dim=1).numpy(), embeddings
 
     def _require_fitted(self) -> None:
@@ -558,6 +598,7 @@ class Engine:
             "labeled_labels": torch.from_numpy(self.labeled_labels),
             "cost_model": _to_tensors(self.cost_model.state_dict()),
             "cost_basis": [torch.from_numpy(a) for a in self.cost_basis],
+            "image_basis": [torch.from_numpy(a) for a in self.image_basis],
             "search": None if self.search is None else _to_tensors(vars(self.search)),
             "report": self.report,
             "tuning_state": self.tuning_state.to_dict(),
@@ -603,6 +644,8 @@ class Engine:
         engine.labeled_labels = state["labeled_labels"].numpy()
         engine.cost_model = CostModel.from_state_dict(config.cost, _to_numpy(state["cost_model"]))
         engine.cost_basis = tuple(t.numpy() for t in state["cost_basis"])
+        engine.image_basis = (tuple(t.numpy() for t in state["image_basis"]) if "image_basis" in state
+                              else _empty_basis())  # checkpoints before cost.image_features
         engine.search = None if state["search"] is None else SearchResult(**_to_numpy(state["search"]))
         engine.report = state["report"]
         return engine
@@ -638,6 +681,10 @@ def _principal_basis(embeddings: np.ndarray, components: int) -> tuple[np.ndarra
     except np.linalg.LinAlgError:  # LAPACK's gesdd can fail to converge on finite data; gesvd is sturdier
         _, _, vt = scipy.linalg.svd(embeddings - mean, full_matrices=False, lapack_driver="gesvd")
     return mean.astype(np.float32), vt[:components].astype(np.float32)
+
+
+def _empty_basis() -> tuple[np.ndarray, np.ndarray]:
+    return np.zeros(0, np.float32), np.zeros((0, 0), np.float32)
 
 
 def _project(embeddings: np.ndarray, basis: tuple[np.ndarray, np.ndarray]) -> np.ndarray:

@@ -15,7 +15,8 @@ pass over images:
   was trained on (their embeddings have seen their labels); on labels newer than the backbone it is
   a plain held-out estimate.
 
-A cached vector is the embedding followed by one column: the loss-prediction head's output (0 without a
+A cached vector is the embedding, then the image's thumbnail when the cost model reads images
+(``cost.image_features``; models.thumbnails), then one column: the loss-prediction head's output (0 without a
 loss head), since the loss head reads backbone stages that the cache does not keep.
 """
 
@@ -32,23 +33,28 @@ from autoal_engine.pool_outputs import PoolOutputs, mc_digest
 from autoal_engine.training import adam_with_cosine, minibatches
 
 
-def split_vectors(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(embeddings (N, D), predicted loss (N,)) of cached vectors (N, D + 1)."""
+def split_vectors(vectors: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(embeddings (N, width), predicted loss (N,), thumbnails (N, P) or None) of cached vectors: (N, width + 1)
+    without thumbnails, (N, width + P + 1) with them."""
     vectors = np.asarray(vectors, dtype=np.float32)
-    if vectors.ndim != 2 or vectors.shape[1] < 2:
-        raise ValueError(f"vectors: expected an (N, D + 1) array of cached embeddings, got shape {vectors.shape}")
-    return vectors[:, :-1], vectors[:, -1]
+    if vectors.ndim != 2 or vectors.shape[1] < width + 1:
+        raise ValueError(f"vectors: expected an (N, D + 1) array of cached {width}-d embeddings, got shape "
+                         f"{vectors.shape}")
+    thumbs = vectors[:, width:-1] if vectors.shape[1] > width + 1 else None
+    return vectors[:, :width], vectors[:, -1], thumbs
 
 
-def join_vectors(embeddings: np.ndarray, predicted_loss: np.ndarray) -> np.ndarray:
-    """The cached form (N, D + 1) of embeddings and the loss head's predictions."""
-    return np.concatenate([embeddings, predicted_loss[:, None]], axis=1).astype(np.float32)
+def join_vectors(embeddings: np.ndarray, predicted_loss: np.ndarray,
+                 thumbnails: np.ndarray | None = None) -> np.ndarray:
+    """The cached form (N, D [+ P] + 1) of embeddings, thumbnails and the loss head's predictions."""
+    parts = [embeddings] + ([] if thumbnails is None else [thumbnails]) + [predicted_loss[:, None]]
+    return np.concatenate(parts, axis=1).astype(np.float32)
 
 
 @torch.no_grad()
 def head_outputs(head: torch.nn.Linear, dropout: float, embeddings: np.ndarray, predicted_loss: np.ndarray,
                  labeled_embeddings: np.ndarray, *, chunk: int, batch_size: int, seed: int, mc_samples: int,
-                 device: torch.device) -> PoolOutputs:
+                 device: torch.device, thumbnails: np.ndarray | None = None) -> PoolOutputs:
     """Pool outputs from embeddings: p = softmax(W h + b); MC dropout: T passes of head(m_t * h / (1 - p))
     with Bernoulli masks from a generator seeded ``seed + 7919``, drawn ``chunk`` rows at a time (the same
     draws as a pass over images in chunks of that size). ``mc_samples = 0``: the digest of the plain pass."""
@@ -74,7 +80,7 @@ def head_outputs(head: torch.nn.Linear, dropout: float, embeddings: np.ndarray, 
                 arrays[key] = np.empty((n, *value.shape[1:]), dtype=value.dtype)
             arrays[key][start:start + len(value)] = value
     return PoolOutputs(labeled_embeddings=labeled_embeddings.astype(np.float32), batch_size=batch_size, seed=seed,
-                       **arrays)
+                       thumbnails=thumbnails, **arrays)
 
 
 def train_head(head: torch.nn.Linear, embeddings: np.ndarray, labels: np.ndarray, config: ModelConfig,

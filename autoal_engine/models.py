@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -338,35 +339,61 @@ def train_model(model: TaskModel, images: torch.Tensor, labels: torch.Tensor, co
     return model
 
 
+THUMBNAIL_SIZE = 16  # side of the grey thumbnail the cost model may read (cost.image_features)
+
+
+class Embedded(NamedTuple):
+    """One deterministic pass over images: logits (N, C), embeddings (N, D), the loss head's prediction (N,),
+    and, when asked for, thumbnails (N, THUMBNAIL_SIZE**2), else None."""
+
+    logits: np.ndarray
+    embeddings: np.ndarray
+    predicted_loss: np.ndarray
+    thumbnails: np.ndarray | None
+
+
+def thumbnails(images: torch.Tensor) -> torch.Tensor:
+    """The image itself as the cost model reads it: the mean over channels of the model's input (N, C, H, W),
+    average-pooled to THUMBNAIL_SIZE x THUMBNAIL_SIZE and flattened, (N, THUMBNAIL_SIZE**2). What an image
+    shows (how much ink, how many edges, how cluttered it is) drives labeling time, and a classifier's
+    embedding is trained to ignore most of it."""
+    grey = images.float().mean(dim=1, keepdim=True)
+    return F.adaptive_avg_pool2d(grey, THUMBNAIL_SIZE).flatten(1)
+
+
 @torch.no_grad()
 def embed(model: TaskModel, source: ImageSource, config: ModelConfig, channels: int,
-          device: torch.device) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Deterministic pass: (logits, embeddings, predicted loss) as numpy arrays."""
+          device: torch.device, with_thumbnails: bool = False) -> Embedded:
+    """Deterministic pass: logits, embeddings, predicted loss (and thumbnails) as numpy arrays."""
     model.to(device).eval()
-    logits, embeddings, losses = [], [], []
+    logits, embeddings, losses, thumbs = [], [], [], []
     for _, chunk in source.batches(config.inference_batch_size, config.image_size, channels):
         with _autocast(device, config):
             out, emb, loss = model(chunk.to(device))
         logits.append(out.float().cpu().numpy())
         embeddings.append(emb.float().cpu().numpy())
         losses.append(loss.float().cpu().numpy())
-    return np.concatenate(logits), np.concatenate(embeddings), np.concatenate(losses)
+        if with_thumbnails:
+            thumbs.append(thumbnails(chunk).numpy())
+    return Embedded(np.concatenate(logits), np.concatenate(embeddings), np.concatenate(losses),
+                    np.concatenate(thumbs) if with_thumbnails else None)
 
 
 def pool_outputs(model: TaskModel, source: ImageSource, config: ModelConfig, channels: int,
                  device: torch.device, labeled_embeddings: np.ndarray, batch_size: int, seed: int,
-                 mc_samples: int) -> PoolOutputs:
-    """One pass over the pool: probabilities, embeddings, predicted loss and the MC-dropout digest.
+                 mc_samples: int, with_thumbnails: bool = False) -> PoolOutputs:
+    """One pass over the pool: probabilities, embeddings, predicted loss and the MC-dropout digest (and the
+    thumbnails the cost model reads, ``with_thumbnails``).
 
     The backbone runs once per item (`embed`); everything after it is `head.head_outputs`, the same code
     the fast path runs on cached vectors. MC dropout: h -> head(mask_t * h / (1 - p)) for t = 1..T with
     Bernoulli masks from a seeded generator, so scores are reproducible and cost T head evaluations, not
     T backbone passes. ``mc_samples=0`` skips the sampling (no strategy needs it).
     """
-    _, embeddings, losses = embed(model, source, config, channels, device)
-    return head_outputs(model.head, model.dropout.p, embeddings, losses, labeled_embeddings,
-                        chunk=config.inference_batch_size, batch_size=batch_size, seed=seed,
-                        mc_samples=mc_samples, device=device)
+    embedded = embed(model, source, config, channels, device, with_thumbnails)
+    return head_outputs(model.head, model.dropout.p, embedded.embeddings, embedded.predicted_loss,
+                        labeled_embeddings, chunk=config.inference_batch_size, batch_size=batch_size, seed=seed,
+                        mc_samples=mc_samples, device=device, thumbnails=embedded.thumbnails)
 
 
 def steps_for(labeled: int, base_steps: int) -> int:

@@ -10,7 +10,8 @@ instead of O(T * N * C):
 - ``mc_std``            1/C sum_c sqrt(E_t[(p_c^(t))^2] - (E_t p_c^(t))^2)
 - ``mc_mode_fraction``  max_c #{t : argmax p^(t) = c} / T
 
-Diversity strategies also need the labeled set's embeddings (``labeled_embeddings``).
+Diversity strategies also need the labeled set's embeddings (``labeled_embeddings``). The cost model may read
+the images themselves (``thumbnails``, with ``cost.image_features``); no strategy does.
 """
 
 from __future__ import annotations
@@ -65,14 +66,15 @@ class PoolOutputs:
     labeled_embeddings: np.ndarray  # (L, D)
     batch_size: int = 20  # b: how many labels the next round takes (sets k for batch-aware strategies)
     seed: int = 0
+    thumbnails: np.ndarray | None = None  # (N, P) the images as the cost model reads them; None: not asked for
 
     def __post_init__(self) -> None:
         n = len(self.probs)
         if self.probs.ndim != 2 or n == 0:
             raise ValueError(f"probs must be a non-empty (N, C) array; got shape {self.probs.shape}")
         for name in ("embeddings", "mc_mean_probs", "mc_mean_entropy", "mc_std", "mc_mode_fraction",
-                     "predicted_loss"):
-            if len(getattr(self, name)) != n:
+                     "predicted_loss", "thumbnails"):
+            if getattr(self, name) is not None and len(getattr(self, name)) != n:
                 raise ValueError(f"{name} has {len(getattr(self, name))} rows; probs has {n}")
         if self.labeled_embeddings.ndim != 2 or self.labeled_embeddings.shape[1] != self.embeddings.shape[1]:
             raise ValueError("labeled_embeddings must be (L, D) with the pool embeddings' D")

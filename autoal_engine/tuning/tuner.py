@@ -173,7 +173,7 @@ def _cv_evaluator(source: ImageSource, labels: np.ndarray, n_classes: int, base:
             model = TaskModel(config, channels, n_classes)
             train_model(model, images[train], targets[train], config, training_steps(config, len(train)),
                         seed + index, device)
-            logits, _, _ = embed(model, ImageSource(images[test].numpy(), "inputs"), config, channels, device)
+            logits = embed(model, ImageSource(images[test].numpy(), "inputs"), config, channels, device).logits
             scores.append(float((logits.argmax(1) == labels[test]).mean()))
         return np.array(scores)
 
