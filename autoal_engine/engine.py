@@ -489,6 +489,13 @@ class Engine:
         embedded = embed(self.model, source, self.model_config, self.channels, self.device, self._reads_images())
         return join_vectors(embedded.embeddings, embedded.predicted_loss, embedded.thumbnails)
 
+    @property
+    def vector_width(self) -> int:
+        """Columns of this engine's cached vectors (``vectors``): D + 1, or D + THUMBNAIL_SIZE**2 + 1 when the
+        cost model reads images."""
+        self._require_fitted()
+        return self.model.head.in_features + (THUMBNAIL_SIZE**2 if self._reads_images() else 0) + 1
+
     def refit(self, vectors, labels, costs=None, *, pool_size: int | None = None,
               pruning_history: list[list[float]] | None = None) -> Engine:
         """The fast path's fit: keep the backbone (and its loss head and search), retrain the head and the

@@ -362,7 +362,7 @@ class RetrainAndRank:
         keys = [media_key(task["path"]) for task in tasks]
         directory = self.settings.embedding_dir(self.project_id, engine.backbone_version)
         unusable: dict[int, str] = {}
-        with EmbeddingCache(directory, engine.model.head.in_features + 1) as cache:
+        with EmbeddingCache(directory, engine.vector_width) as cache:
             vectors, found = cache.get(keys)
             missing = [i for i in range(len(tasks)) if not found[i]]
             if verify:

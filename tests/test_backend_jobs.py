@@ -189,3 +189,29 @@ def test_a_commit_drops_older_embedding_caches_but_not_the_one_a_running_full_re
     work.drop_old_versions(jobs.LabelStudioClient.for_settings(settings, retries=0), "autoal-v1")  # LS down: no harm
     remaining = sorted(path.name for path in settings.embedding_dir(1, base).parent.iterdir())
     assert remaining == [base, newer]
+
+
+def test_the_embedding_cache_keeps_the_thumbnails_when_the_cost_model_reads_images(settings, store, digits, tmp_path):
+    """With ``cost.image_features`` the cached vectors are wider (the thumbnails travel with the embeddings): the
+    job's cache is opened at the engine's vector width, and a second pass reads every vector back."""
+    from PIL import Image
+
+    from autoal_engine.engine import Engine
+    from ls_backend.jobs import RetrainAndRank
+    from tests.conftest import fast_config
+
+    images, labels = digits
+    config = fast_config(enabled=False)
+    config.cost.image_features = 8
+    engine = Engine(config).fit(images[:40], labels[:40])
+    tasks = []
+    for i, image in enumerate(images[40:46]):
+        path = tmp_path / f"{i}.png"
+        Image.fromarray((image * 255).astype(np.uint8)).save(path)
+        tasks.append({"id": i + 1, "path": str(path)})
+    job = RetrainAndRank(settings, store, 1, 1)
+    vectors, hits, misses, unusable = job.cached_vectors(engine, tasks)
+    assert vectors.shape == (6, engine.vector_width) and (hits, misses, unusable) == (0, 6, {})
+    again, hits, misses, _ = job.cached_vectors(engine, tasks)
+    assert (hits, misses) == (6, 0) and np.array_equal(again, vectors)
+    assert np.array_equal(engine.rank_vectors(again).order, engine.rank([t["path"] for t in tasks]).order)

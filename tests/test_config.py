@@ -176,6 +176,8 @@ BAD_VALUES = [
     ({"cost": {"max_seconds": -1}}, "cost.max_seconds: must be > 0, got -1"),
     ({"cost": {"features": -1}}, "cost.features: must be >= 0, got -1"),
     ({"cost": {"gamma_halving_labels": -5}}, "cost.gamma_halving_labels: must be >= 0, got -5"),
+    ({"cost": {"image_features": -1}}, "cost.image_features: must be >= 0, got -1"),
+    ({"cost": {"pick_within_regions": "yes"}}, "cost.pick_within_regions: expected true or false, got 'yes' (str)"),
     ({"strategies": "entropy"}, "strategies: expected a list of strings, got 'entropy' (str)"),
     ({"strategies": ["entropy", 3]}, "strategies: expected a list of strings, got ['entropy', 3] (list)"),
     ({"strategies": []}, "strategies: at least one strategy is needed, got []"),

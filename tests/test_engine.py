@@ -267,6 +267,28 @@ def test_picking_within_the_benefits_regions_keeps_the_head_among_the_most_infor
     assert np.array_equal(engine.rank(pool, known_costs=known).order, blind.order)
 
 
+def test_image_features_let_the_cost_model_predict_seconds_that_follow_the_image(split):
+    """Seconds that follow the edges of an image within every class (the classifier's embedding learns to ignore
+    how thick a stroke is): the cost model with ``cost.image_features`` orders the pool's seconds within each
+    predicted class better than the embedding's components alone."""
+    from autoal_bench.costs import edge_density
+
+    x, y, pool, _ = split
+    edges = edge_density(np.concatenate([x, pool]))
+    seconds = 10.0 * np.exp((edges - edges.mean()) / edges.std())
+    within = {}
+    for k in (0, 16):
+        config = fast_config(enabled=False)
+        config.cost.image_features = k
+        ranking = Engine(config).fit(x, y, costs=seconds[:len(x)]).rank(pool)
+        truth, predicted = seconds[len(x):], ranking.predicted_cost
+        within[k] = np.mean([spearmanr(predicted[ranking.predicted_label == c],
+                                       truth[ranking.predicted_label == c])[0]
+                             for c in np.unique(ranking.predicted_label)
+                             if (ranking.predicted_label == c).sum() >= 10])
+    assert within[16] > within[0] + 0.05, within
+
+
 def test_a_constant_cost_leaves_the_cost_aware_ranking_exactly_the_cost_blind_one(split):
     """The bench's constant cost model: every label takes 10 s, so the cost model has nothing to predict (no
     rank correlation), gamma falls to 0, and cost-aware AutoAL serves exactly what cost-blind serves."""

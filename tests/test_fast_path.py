@@ -130,3 +130,35 @@ def test_the_cache_refuses_bad_input(tmp_path):
             cache.get(["not bytes"])
     with pytest.raises(ValueError, match="dim: the cache .* holds 3-d vectors"):
         EmbeddingCache(tmp_path, 4)
+
+
+def ink_seconds(images: np.ndarray) -> np.ndarray:
+    """Seconds that follow how much ink an image holds (its mean intensity): something in the image itself."""
+    ink = images.reshape(len(images), -1).mean(axis=1)
+    return 10.0 * np.exp(2.0 * (ink - ink.mean()) / ink.std())
+
+
+def test_with_image_features_the_cost_model_reads_the_thumbnails_in_the_full_and_the_fast_path(split, tmp_path):
+    """``cost.image_features``: the cached vectors carry the thumbnails, the cost model reads them, and the
+    ranking from vectors equals the ranking from images; the checkpoint keeps the thumbnails' basis; vectors
+    cached without thumbnails still rank (their seconds from the embedding's part)."""
+    x, y, x_new, y_new, pool = split
+    config = fast_config()
+    config.cost.image_features = 16
+    engine = Engine(config).fit(x, y, costs=ink_seconds(x), pool_size=len(pool))
+    width = engine.model.head.in_features
+    vectors = engine.vectors(pool)
+    assert vectors.shape == (len(pool), width + 16 * 16 + 1) and engine.vector_width == vectors.shape[1]
+    assert engine.image_basis[1].shape == (16, 16 * 16)  # 16 components of the 16 x 16 thumbnails
+    from_images, from_vectors = engine.rank(pool), engine.rank_vectors(vectors)
+    assert np.array_equal(from_images.order, from_vectors.order)
+    assert np.allclose(from_images.predicted_cost, from_vectors.predicted_cost, rtol=1e-5)
+    both = np.concatenate([x, x_new])
+    engine.refit(engine.vectors(both), np.concatenate([y, y_new]), ink_seconds(both), pool_size=len(pool))
+    engine.save(tmp_path)
+    loaded = Engine.load(tmp_path)
+    assert np.allclose(loaded.rank_vectors(vectors).predicted_cost, engine.rank_vectors(vectors).predicted_cost)
+    without = np.concatenate([vectors[:, :width], vectors[:, -1:]], axis=1)  # cached before image_features
+    assert np.isfinite(engine.rank_vectors(without).predicted_cost).all()
+    with pytest.raises(ValueError, match="vectors: shape"):
+        engine.rank_vectors(vectors[:, :-5])
