@@ -220,9 +220,10 @@ class CostConfig:
     # 0: gamma at every size; n0 > 0: gamma x n0 / (n0 + n) with n labels, so cost-awareness fades as the labels
     # grow (cost.faded_gamma; opt-in: docs/benchmark.md, "Cost-awareness that fades with the labels")
     gamma_halving_labels: float = 0.0
-    # False: the head's regions (k-means on the top prefilter x b) come from value per second; True: from the
-    # benefit, as if cost-blind, and cost only picks each region's item (batch.diverse_batch's pick_by)
-    pick_within_regions: bool = False
+    # True: the head's regions (k-means on the top prefilter x b) come from the benefit, as if cost-blind, and cost
+    # only picks each region's item (batch.diverse_batch's pick_by); False: the regions come from value per second
+    # (the default until session 21: docs/benchmark.md, "Cost that picks within the benefit's regions")
+    pick_within_regions: bool = True
     # principal components of the image itself (a 16 x 16 grey thumbnail, models.thumbnails) added to the cost
     # model's features; 0: the embedding's alone (docs/benchmark.md, "Cost features from the image itself")
     image_features: int = 0

@@ -230,6 +230,7 @@ def test_while_cost_counts_the_head_of_the_queue_keeps_a_cost_blind_exploration_
     config = fast_config(enabled=False)
     config.batch_size, config.cost.gamma, config.cost.exploration = 20, 1.0, 0.1
     config.cost.gamma_halving_labels = 0.0  # the full value per second at every size
+    config.cost.pick_within_regions = False  # the rest of the head: value per second's own regions
     engine = Engine(config).fit(x, y)
     blind = engine.rank(pool)
     known = np.full(len(pool), 5.0)
@@ -250,6 +251,7 @@ def test_picking_within_the_benefits_regions_keeps_the_head_among_the_most_infor
     x, y, pool, _ = split
     config = fast_config(enabled=False)
     config.batch_size, config.cost.gamma, config.cost.within_class = 20, 1.0, False
+    config.cost.pick_within_regions = False
     engine = Engine(config).fit(x, y)
     blind = engine.rank(pool)
     by_benefit = np.argsort(-blind.informativeness, kind="stable")
