@@ -225,9 +225,9 @@ class CostConfig:
     # (the default until session 21: docs/benchmark.md, "Cost that picks within the benefit's regions")
     pick_within_regions: bool = True
     # principal components of the image itself (a 16 x 16 grey thumbnail, models.thumbnails) added to the cost
-    # model's features; 0: the embedding's alone. Opt-in: 27% of the seconds saved against 5.5% but an AUBC lower by
-    # 0.000006, a fail by the rule (docs/benchmark.md, "Cost features from the image itself")
-    image_features: int = 0
+    # model's features; 0: the embedding's alone (the default until session 22: on the default head 16 saved 26% of
+    # the seconds against 13%; docs/benchmark.md, "Image cost features on the default head")
+    image_features: int = 16
 
 
 @dataclass

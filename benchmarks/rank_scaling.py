@@ -70,7 +70,7 @@ def _rank_vectors_child(directory: str, cache_dir: str, size: int, queue) -> Non
 
     engine = Engine.load(directory)
     started = time.perf_counter()
-    with EmbeddingCache(cache_dir, engine.model.head.in_features + 1) as cache:
+    with EmbeddingCache(cache_dir, engine.vector_width) as cache:
         vectors, found = cache.get(_keys(size))
     read = time.perf_counter() - started
     assert found.all()

@@ -9,7 +9,7 @@ import pytest
 
 from autoal_engine.embedding_cache import EmbeddingCache
 from autoal_engine.engine import Engine
-from autoal_engine.head import head_cv_accuracy
+from autoal_engine.head import head_cv_accuracy, split_vectors
 from tests.conftest import fast_config
 
 
@@ -87,7 +87,7 @@ def test_the_full_fit_measures_held_out_accuracy_without_extra_networks(fitted):
 
 def test_head_cv_is_none_without_two_classes_of_two_labels(fitted, split):
     x, y = split[0], split[1]
-    embeddings = fitted.vectors(x)[:, :-1]
+    embeddings = split_vectors(fitted.vectors(x), fitted.model.head.in_features)[0]
     assert head_cv_accuracy(fitted.model.head, embeddings, np.zeros(len(y), int), fitted.model_config, 20, 0) is None
     assert head_cv_accuracy(fitted.model.head, embeddings, y, fitted.model_config, 60, 0) > 0.5
 
@@ -138,10 +138,24 @@ def ink_seconds(images: np.ndarray) -> np.ndarray:
     return 10.0 * np.exp(2.0 * (ink - ink.mean()) / ink.std())
 
 
+def test_without_image_features_a_cached_vector_is_the_embedding_and_the_loss(split):
+    """``cost.image_features = 0``: no thumbnails are cached (D + 1 columns) and the cost model reads the embedding
+    alone; the ranking from vectors still equals the ranking from images."""
+    x, y, _, _, pool = split
+    config = fast_config()
+    config.cost.image_features = 0
+    engine = Engine(config).fit(x, y, costs=ink_seconds(x), pool_size=len(pool))
+    vectors = engine.vectors(pool)
+    assert vectors.shape == (len(pool), engine.model.head.in_features + 1) == (len(pool), engine.vector_width)
+    from_images, from_vectors = engine.rank(pool), engine.rank_vectors(vectors)
+    assert np.array_equal(from_images.order, from_vectors.order)
+    assert np.allclose(from_images.predicted_cost, from_vectors.predicted_cost, rtol=1e-5)
+
+
 def test_with_image_features_the_cost_model_reads_the_thumbnails_in_the_full_and_the_fast_path(split, tmp_path):
-    """``cost.image_features``: the cached vectors carry the thumbnails, the cost model reads them, and the
-    ranking from vectors equals the ranking from images; the checkpoint keeps the thumbnails' basis; vectors
-    cached without thumbnails still rank (their seconds from the embedding's part)."""
+    """``cost.image_features`` (the default, 16): the cached vectors carry the thumbnails, the cost model reads
+    them, and the ranking from vectors equals the ranking from images; the checkpoint keeps the thumbnails' basis;
+    vectors cached without thumbnails still rank (their seconds from the embedding's part)."""
     x, y, x_new, y_new, pool = split
     config = fast_config()
     config.cost.image_features = 16
