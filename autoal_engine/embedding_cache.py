@@ -86,7 +86,10 @@ class EmbeddingCache:
         vectors = np.full((len(keys), self.dim), np.nan, dtype=np.float32)
         if found.any():
             stored = self._open(mode="r")
-            vectors[found] = stored[rows[found]]
+            where = np.flatnonzero(found)
+            for start in range(0, len(where), LOOKUP_CHUNK):  # a chunk's copy at a time, never a second (N, dim)
+                part = where[start:start + LOOKUP_CHUNK]
+                vectors[part] = stored[rows[part]]
             del stored
         self.hits += int(found.sum())
         self.misses += int((~found).sum())

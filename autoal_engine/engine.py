@@ -694,9 +694,13 @@ def _empty_basis() -> tuple[np.ndarray, np.ndarray]:
     return np.zeros(0, np.float32), np.zeros((0, 0), np.float32)
 
 
-def _project(embeddings: np.ndarray, basis: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+def _project(rows: np.ndarray, basis: tuple[np.ndarray, np.ndarray], chunk: int = 65_536) -> np.ndarray:
+    """(rows - mean) @ components.T, ``chunk`` rows at a time: the centred copy of 10^6 thumbnails would be 1 GB."""
     mean, components = basis
-    return (embeddings - mean) @ components.T
+    out = np.empty((len(rows), len(components)), dtype=np.result_type(rows.dtype, mean.dtype, components.dtype))
+    for start in range(0, len(rows), chunk):
+        out[start:start + chunk] = (rows[start:start + chunk] - mean) @ components.T
+    return out
 
 
 def _to_tensors(value: Any) -> Any:
