@@ -96,7 +96,9 @@ def _keys(n: int, salt: str = "") -> list[bytes]:
     return [hashlib.sha256(f"{salt}{i}".encode()).digest() for i in range(n)]
 
 
-def test_the_cache_returns_what_was_put_across_reopening_and_growth(tmp_path):
+@pytest.mark.parametrize("chunk", [50_000, 64])  # 64: lookups and row copies in many chunks, across the gaps
+def test_the_cache_returns_what_was_put_across_reopening_and_growth(tmp_path, monkeypatch, chunk):
+    monkeypatch.setattr("autoal_engine.embedding_cache.LOOKUP_CHUNK", chunk)
     rng = np.random.default_rng(0)
     vectors = rng.normal(size=(3000, 5)).astype(np.float32)  # beyond the initial capacity: the file grows
     keys = _keys(3000)
