@@ -229,6 +229,9 @@ class CostConfig:
     # the seconds against 13% on the rule's ten seeds, 19% against 8.5% over fifteen; docs/benchmark.md, "Image cost
     # features on the default head")
     image_features: int = 16
+    # with pick_within_regions: the shortlist of the cost-aware part of the head is the top prefilter x b items by
+    # benefit (more members per region to choose the cheap one from); None: diversity_prefilter, as cost-blind
+    prefilter: int | None = None
 
 
 @dataclass
@@ -483,6 +486,7 @@ RULES: dict[str, Callable[[Any], str | None]] = {
     "cost.features": _at_least(0),
     "cost.gamma_halving_labels": _at_least(0),
     "cost.image_features": _at_least(0),
+    "cost.prefilter": _at_least(1),
     "strategies": _not_empty,
     "batch_size": _at_least(1),
     "batch_diversity": _one_of("kmeans", "none"),

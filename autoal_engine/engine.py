@@ -404,8 +404,9 @@ class Engine:
         """The diverse head of the queue (batch.py) by priority, among the top ``prefilter`` x b. While cost
         counts (gamma > 0), its first ceil(exploration * b) items are a diverse batch by benefit alone, cost
         ignored: the cost model keeps seeing slow items, which a value-per-second queue would otherwise never
-        serve (spec 10.6). With ``cost.pick_within_regions`` the rest's regions come from the benefit too, and
-        cost only chooses each region's item (the one of most value per second)."""
+        serve (spec 10.6). With ``cost.pick_within_regions`` the rest's regions come from the benefit too, among
+        its top ``cost.prefilter`` x b items when that is set, and cost only chooses each region's item (the one of
+        most value per second)."""
         config = self.config
         b, seed = config.batch_size, config.seed
         explore = math.ceil(config.cost.exploration * b) if gamma > 0 else 0
@@ -413,8 +414,8 @@ class Engine:
 
         def head(indices: np.ndarray, size: int) -> np.ndarray:
             if within:
-                return indices[diverse_batch(benefit[indices], embeddings[indices], size, prefilter, seed,
-                                             pick_by=priority[indices])]
+                return indices[diverse_batch(benefit[indices], embeddings[indices], size,
+                                             config.cost.prefilter or prefilter, seed, pick_by=priority[indices])]
             return indices[diverse_batch(priority[indices], embeddings[indices], size, prefilter, seed)]
 
         everything = np.arange(len(priority))
