@@ -177,6 +177,7 @@ BAD_VALUES = [
     ({"cost": {"features": -1}}, "cost.features: must be >= 0, got -1"),
     ({"cost": {"gamma_halving_labels": -5}}, "cost.gamma_halving_labels: must be >= 0, got -5"),
     ({"cost": {"image_features": -1}}, "cost.image_features: must be >= 0, got -1"),
+    ({"cost": {"prefilter": 0}}, "cost.prefilter: must be >= 1, got 0"),
     ({"cost": {"pick_within_regions": "yes"}}, "cost.pick_within_regions: expected true or false, got 'yes' (str)"),
     ({"strategies": "entropy"}, "strategies: expected a list of strings, got 'entropy' (str)"),
     ({"strategies": ["entropy", 3]}, "strategies: expected a list of strings, got ['entropy', 3] (list)"),

@@ -269,6 +269,28 @@ def test_picking_within_the_benefits_regions_keeps_the_head_among_the_most_infor
     assert np.array_equal(engine.rank(pool, known_costs=known).order, blind.order)
 
 
+def test_a_wider_cost_shortlist_gives_each_region_cheaper_members_to_choose_from(split):
+    """``cost.prefilter``: the cost-aware part of the head picks within the benefit's regions among the benefit's
+    top ``cost.prefilter`` x b items instead of ``diversity_prefilter`` x b. When every item of the narrow
+    shortlist is slow, the wider one finds fast members and still stays within the benefit's wider shortlist;
+    the exploration share keeps the narrow one."""
+    x, y, pool, _ = split
+    config = fast_config(enabled=False)
+    config.batch_size, config.diversity_prefilter = 10, 10
+    config.cost.gamma, config.cost.within_class, config.cost.exploration = 1.0, False, 0.1
+    engine = Engine(config).fit(x, y)
+    by_benefit = np.argsort(-engine.rank(pool).informativeness, kind="stable")
+    known = np.full(len(pool), 5.0)
+    known[by_benefit[:100]] = 500.0  # the narrow shortlist (10 x 10) is a hundred times as slow as the rest
+    narrow = engine.rank(pool, known_costs=known).order[:10]
+    engine.config.cost.prefilter = 30
+    wide = engine.rank(pool, known_costs=known).order[:10]
+    assert (known[narrow[1:]] == 500.0).all()  # nothing fast to choose from within the top 100
+    assert set(wide[1:]) <= set(by_benefit[:300])  # the wider shortlist: the benefit's top 300
+    assert (known[wide[1:]] == 5.0).mean() >= 0.5  # where most regions have a fast member
+    assert set(wide[:1]) <= set(by_benefit[:100])  # the exploration share: benefit alone, the narrow shortlist
+
+
 def test_image_features_let_the_cost_model_predict_seconds_that_follow_the_image(split):
     """Seconds that follow the edges of an image within every class (the classifier's embedding learns to ignore
     how thick a stroke is): the cost model with ``cost.image_features`` orders the pool's seconds within each
