@@ -251,7 +251,7 @@ def test_picking_within_the_benefits_regions_keeps_the_head_among_the_most_infor
     x, y, pool, _ = split
     config = fast_config(enabled=False)
     config.batch_size, config.cost.gamma, config.cost.within_class = 20, 1.0, False
-    config.cost.pick_within_regions = False
+    config.cost.pick_within_regions, config.cost.prefilter = False, None  # None: the cost-blind head's shortlist
     engine = Engine(config).fit(x, y)
     blind = engine.rank(pool)
     by_benefit = np.argsort(-blind.informativeness, kind="stable")
@@ -278,6 +278,7 @@ def test_a_wider_cost_shortlist_gives_each_region_cheaper_members_to_choose_from
     config = fast_config(enabled=False)
     config.batch_size, config.diversity_prefilter = 10, 10
     config.cost.gamma, config.cost.within_class, config.cost.exploration = 1.0, False, 0.1
+    config.cost.prefilter = None  # first the cost-blind head's shortlist
     engine = Engine(config).fit(x, y)
     by_benefit = np.argsort(-engine.rank(pool).informativeness, kind="stable")
     known = np.full(len(pool), 5.0)
