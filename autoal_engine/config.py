@@ -231,8 +231,8 @@ class CostConfig:
     image_features: int = 16
     # with pick_within_regions: the shortlist of the cost-aware part of the head is the top prefilter x b items by
     # benefit, so each region has about prefilter members to choose the cheap one from; None: diversity_prefilter,
-    # as cost-blind (the default until session 23: 20 saved 15.5% of the seconds against -11.5% on ten fresh seeds;
-    # docs/benchmark.md, "A wider shortlist for cost to choose from")
+    # as cost-blind, the default until session 23 (on ten fresh seeds 20 saved 15.5% of the seconds against -11.5%
+    # for None; docs/benchmark.md, "A wider shortlist for cost to choose from")
     prefilter: int | None = 20
 
 

@@ -325,6 +325,8 @@ PAGE = """<!doctype html>
         {{ v.min_spearman }}: {{ "yes" if c.cv_spearman is not none and c.cv_spearman >= v.min_spearman else "no" }}.
         {% endif %}{% if c.gamma is defined and c.gamma is not none %}<span id="cost-weight-{{ v.project_id }}">The
         last ranking's priority: benefit / seconds<sup>γ</sup>, γ = {{ number(c.gamma) }}.</span>{% endif %}
+        {% if c.shortlist %}<span id="cost-shortlist-{{ v.project_id }}">Cost picks the next batch's tasks among
+        the top {{ c.shortlist }} by benefit, one per region: the one of most value per second.</span>{% endif %}
         {% endif %}</p>
     </div>
   </div>

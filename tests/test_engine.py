@@ -284,12 +284,17 @@ def test_a_wider_cost_shortlist_gives_each_region_cheaper_members_to_choose_from
     known = np.full(len(pool), 5.0)
     known[by_benefit[:100]] = 500.0  # the narrow shortlist (10 x 10) is a hundred times as slow as the rest
     narrow = engine.rank(pool, known_costs=known).order[:10]
+    assert engine.report["cost"]["shortlist"] == 100
     engine.config.cost.prefilter = 30
     wide = engine.rank(pool, known_costs=known).order[:10]
     assert (known[narrow[1:]] == 500.0).all()  # nothing fast to choose from within the top 100
     assert set(wide[1:]) <= set(by_benefit[:300])  # the wider shortlist: the benefit's top 300
     assert (known[wide[1:]] == 5.0).mean() >= 0.5  # where most regions have a fast member
     assert set(wide[:1]) <= set(by_benefit[:100])  # the exploration share: benefit alone, the narrow shortlist
+    assert engine.report["cost"]["shortlist"] == 300  # what the status page says cost picked among
+    engine.config.cost.gamma = 0.0
+    engine.rank(pool, known_costs=known)
+    assert engine.report["cost"]["shortlist"] is None  # cost does not count: no shortlist of its own
 
 
 def test_image_features_let_the_cost_model_predict_seconds_that_follow_the_image(split):

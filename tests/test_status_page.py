@@ -219,6 +219,10 @@ def test_status_page_in_chromium_shows_the_trained_project(served, tmp_path):
     assert page.svg_in.get("cost-model-1") == 1 and "60 tasks labeled after being ranked" in page.by_id["cost-model-1"]
     gamma = served["store"].current_model(1)["report"]["cost"]["gamma"]  # the weight of cost in the last ranking
     assert page.by_id["cost-weight-1"] == f"The last ranking's priority: benefit / seconds γ , γ = {gamma:.2f}."
+    shortlist = served["store"].current_model(1)["report"]["cost"]["shortlist"]  # None while cost does not count
+    assert page.by_id.get("cost-shortlist-1") == (shortlist and f"Cost picks the next batch's tasks among the top "
+                                                  f"{shortlist} by benefit, one per region: the one of most value per "
+                                                  "second.")
 
     # the next 20 tasks, in the ranking's order, with their reasons
     assert page.queue_rows["queue-1"] == served["queue"]
