@@ -336,7 +336,8 @@ class Engine:
         seconds = cost_module.combine_known(predicted, known)
         gamma = cost_module.faded_gamma(self.cost_model.effective_gamma(config.cost.gamma, known),
                                         len(self.labeled_labels), config.cost.gamma_halving_labels)
-        self.report["cost"] = {**self.report.get("cost", {}), "gamma": gamma}  # the weight of cost in this ranking
+        # the weight of cost in this ranking, and (below, with a diverse head) the shortlist cost picked from
+        self.report["cost"] = {**self.report.get("cost", {}), "gamma": gamma, "shortlist": None}
         predicted_class = outputs.probs.argmax(1)
         divisor = (cost_module.relative_to_class(seconds, predicted_class)
                    if config.cost.within_class and gamma > 0 else seconds)  # gamma 0: the cost is not read
