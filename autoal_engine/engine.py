@@ -346,11 +346,12 @@ class Engine:
             prefilter = (config.diversity_prefilter_unsure if unsure and config.diversity_prefilter_unsure
                          else config.diversity_prefilter)
             # while cost counts and picks within the benefit's regions, its part of the head has its own shortlist
-            within = (config.cost.prefilter or prefilter) if gamma > 0 and config.cost.pick_within_regions else None
+            cost_prefilter = ((config.cost.prefilter or prefilter) if gamma > 0 and config.cost.pick_within_regions
+                              else None)
             self.report["regime"]["shortlist"] = prefilter * config.batch_size
-            self.report["cost"]["shortlist"] = within * config.batch_size if within else None
+            self.report["cost"]["shortlist"] = cost_prefilter * config.batch_size if cost_prefilter else None
             priority = with_batch_first(priority, self._queue_head(priority, benefit, outputs.embeddings, gamma,
-                                                                   prefilter, within))
+                                                                   prefilter, cost_prefilter))
         return Ranking(
             priority=priority,
             informativeness=benefit,
@@ -404,20 +405,20 @@ class Engine:
         return unsure
 
     def _queue_head(self, priority: np.ndarray, benefit: np.ndarray, embeddings: np.ndarray,
-                    gamma: float, prefilter: int, within: int | None) -> np.ndarray:
+                    gamma: float, prefilter: int, cost_prefilter: int | None) -> np.ndarray:
         """The diverse head of the queue (batch.py) by priority, among the top ``prefilter`` x b. While cost
         counts (gamma > 0), its first ceil(exploration * b) items are a diverse batch by benefit alone, cost
         ignored: the cost model keeps seeing slow items, which a value-per-second queue would otherwise never
-        serve (spec 10.6). With ``within`` (``cost.pick_within_regions``) the rest's regions come from the
-        benefit too, among its top ``within`` x b items (``cost.prefilter``), and cost only chooses each region's
-        item (the one of most value per second)."""
+        serve (spec 10.6). With ``cost_prefilter`` (set while ``cost.pick_within_regions``) the rest's regions
+        come from the benefit too, among its top ``cost_prefilter`` x b items (``cost.prefilter``), and cost only
+        chooses each region's item (the one of most value per second)."""
         config = self.config
         b, seed = config.batch_size, config.seed
         explore = math.ceil(config.cost.exploration * b) if gamma > 0 else 0
 
         def head(indices: np.ndarray, size: int) -> np.ndarray:
-            if within:
-                return indices[diverse_batch(benefit[indices], embeddings[indices], size, within, seed,
+            if cost_prefilter:
+                return indices[diverse_batch(benefit[indices], embeddings[indices], size, cost_prefilter, seed,
                                              pick_by=priority[indices])]
             return indices[diverse_batch(priority[indices], embeddings[indices], size, prefilter, seed)]
 
