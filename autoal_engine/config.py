@@ -205,7 +205,9 @@ class TuningConfig:
 class CostConfig:
     """Label-cost model and value-per-cost priority (spec section 10)."""
 
-    gamma: float = 1.0  # priority = benefit / cost**gamma (1: value per second); 0 ignores cost
+    # priority = benefit / cost**gamma: 1 is value per second, 0 ignores cost, above 1 a task twice as fast may be
+    # 2**gamma times less informative and still come first
+    gamma: float = 1.0
     min_observations: int = 5  # fewer timed labels: uniform cost (cold start)
     shrinkage_n0: float = 100.0  # weight of the model: n / (n + n0), the rest goes to the median
     clip_quantile: float = 0.95  # observed seconds above this quantile are winsorized (idle time)
@@ -481,7 +483,7 @@ RULES: dict[str, Callable[[Any], str | None]] = {
     "pruning.confidence": _at_least(0),
     "pruning.min_active": _at_least(1),
     "pruning.tolerance": _within(0, 1, "[)"),
-    "cost.gamma": _within(0, 1, "[]"),
+    "cost.gamma": _at_least(0),
     "cost.clip_quantile": _within(0, 1, "(]"),
     "cost.max_seconds": _above(0),
     "cost.exploration": _within(0, 1, "[)"),

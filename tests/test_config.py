@@ -170,7 +170,7 @@ BAD_VALUES = [
     ({"search": {"rho_end": 0.0}}, "search.rho_end: must be > 0, got 0.0"),
     ({"search": {"iterations": 0}}, "search.iterations: must be >= 1, got 0"),
     ({"search": {"fitnet_every": 0}}, "search.fitnet_every: must be >= 1, got 0"),
-    ({"cost": {"gamma": 1.5}}, "cost.gamma: must be in [0, 1], got 1.5"),
+    ({"cost": {"gamma": -0.5}}, "cost.gamma: must be >= 0, got -0.5"),
     ({"cost": {"exploration": 1}}, "cost.exploration: must be in [0, 1), got 1"),
     ({"cost": {"clip_quantile": 0}}, "cost.clip_quantile: must be in (0, 1], got 0"),
     ({"cost": {"max_seconds": -1}}, "cost.max_seconds: must be > 0, got -1"),

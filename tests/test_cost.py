@@ -36,6 +36,14 @@ def test_gamma_zero_ignores_cost():
     assert not np.array_equal(np.argsort(-priority(benefit, cost, 1.0)), np.argsort(-benefit))
 
 
+def test_gamma_above_one_weighs_seconds_more_than_the_benefit():
+    benefit, cost = np.array([1.0, 0.4]), np.array([10.0, 5.0])
+    # value per second: 0.1 against 0.08, the first item comes first
+    assert np.argmax(priority(benefit, cost, gamma=1.0)) == 0
+    # with gamma 2, half the seconds outweigh 2.5 times the benefit: 0.01 against 0.016
+    assert np.argmax(priority(benefit, cost, gamma=2.0)) == 1
+
+
 def test_faded_gamma_halves_at_the_halving_labels_and_keeps_falling():
     assert faded_gamma(1.0, 0, 100) == 1.0
     assert faded_gamma(1.0, 100, 100) == pytest.approx(0.5)
@@ -218,6 +226,6 @@ def test_bad_input_raises_value_error_naming_the_field():
     with pytest.raises(ValueError, match="cost"):
         priority(np.array([0.1, 0.2]), np.array([1.0]), 0.5)
     with pytest.raises(ValueError, match="gamma"):
-        priority(np.array([0.1, 0.2]), np.array([1.0, 2.0]), 1.5)
+        priority(np.array([0.1, 0.2]), np.array([1.0, 2.0]), -0.5)
     with pytest.raises(ValueError, match="benefit"):
         priority(np.array([np.nan, 1.0]), np.array([1.0, 2.0]), 1.0)
