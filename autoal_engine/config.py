@@ -206,7 +206,8 @@ class CostConfig:
     """Label-cost model and value-per-cost priority (spec section 10)."""
 
     # priority = benefit / cost**gamma: 1 is value per second, 0 ignores cost, above 1 a task twice as fast may be
-    # 2**gamma times less informative and still come first
+    # 2**gamma times less informative and still come first (4 was measured and not adopted in session 24:
+    # docs/benchmark.md, "Seconds weighed more than the benefit")
     gamma: float = 1.0
     min_observations: int = 5  # fewer timed labels: uniform cost (cold start)
     shrinkage_n0: float = 100.0  # weight of the model: n / (n + n0), the rest goes to the median
