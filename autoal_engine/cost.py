@@ -238,10 +238,10 @@ def priority(benefit: np.ndarray, cost: np.ndarray, gamma: float) -> np.ndarray:
     Return-on-Investment-Based Active Learning"); gamma = 1 is pure ROI, gamma = 0 ignores cost (the
     order is exactly the benefit order), in between tempers cost while the cost model is immature and
     keeps slow, hard items from starving (spec 10.2, 10.6). Above 1 the seconds weigh more than the
-    benefit's spread: ROI is right when the benefit estimate is linear in the true benefit (Haertel et
-    al.), and an expected loss that varies four-fold between neighbouring items overstates how much more
-    one label of them is worth. ``benefit`` must be a ratio-scale quantity >= 0 such as an expected loss,
-    never a percentile rank. The scaling is min-max over the pool; a constant vector maps to all ones.
+    benefit's spread, for a benefit estimate that overstates how much more one item is worth than its
+    neighbour (ROI is right when the estimate is linear in the true benefit, Haertel et al.); gamma 4 was
+    measured and not adopted (docs/benchmark.md, "Seconds weighed more than the benefit"). ``benefit``
+    must be a ratio-scale quantity >= 0 such as an expected loss, never a percentile rank. The scaling is min-max over the pool; a constant vector maps to all ones.
     """
     benefit = _check_benefit(benefit)
     cost = check_seconds(cost, len(benefit), name="cost", allow_nan=False)
