@@ -241,7 +241,8 @@ def priority(benefit: np.ndarray, cost: np.ndarray, gamma: float) -> np.ndarray:
     benefit's spread, for a benefit estimate that overstates how much more one item is worth than its
     neighbour (ROI is right when the estimate is linear in the true benefit, Haertel et al.); gamma 4 was
     measured and not adopted (docs/benchmark.md, "Seconds weighed more than the benefit"). ``benefit``
-    must be a ratio-scale quantity >= 0 such as an expected loss, never a percentile rank. The scaling is min-max over the pool; a constant vector maps to all ones.
+    must be a ratio-scale quantity >= 0 such as an expected loss, never a percentile rank. The scaling is
+    min-max over the pool; a constant vector maps to all ones.
     """
     benefit = _check_benefit(benefit)
     cost = check_seconds(cost, len(benefit), name="cost", allow_nan=False)
