@@ -247,11 +247,17 @@ def priority(benefit: np.ndarray, cost: np.ndarray, gamma: float) -> np.ndarray:
     benefit = _check_benefit(benefit)
     cost = check_seconds(cost, len(benefit), name="cost", allow_nan=False)
     gamma = float(gamma)
-    if not gamma >= 0.0:
-        raise ValueError(f"gamma must be >= 0; got {gamma}")
-    ratio = benefit if gamma == 0.0 else benefit / cost**gamma
-    if len(ratio) == 0:
-        return ratio
+    if not (np.isfinite(gamma) and gamma >= 0.0):
+        raise ValueError(f"gamma must be a finite number >= 0; got {gamma}")
+    if len(benefit) == 0:
+        return benefit
+    if gamma == 0.0:
+        ratio = benefit
+    else:  # r_i / max r, in log space: the same scaling, and no overflow for extreme seconds or a large gamma
+        with np.errstate(divide="ignore"):
+            log_ratio = np.log(benefit) - gamma * np.log(cost)
+        top = log_ratio.max()
+        ratio = np.exp(log_ratio - top) if np.isfinite(top) else np.zeros_like(log_ratio)
     low, high = ratio.min(), ratio.max()
     if high - low <= 0.0:
         return np.ones_like(ratio)

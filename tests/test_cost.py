@@ -44,6 +44,16 @@ def test_gamma_above_one_weighs_seconds_more_than_the_benefit():
     assert np.argmax(priority(benefit, cost, gamma=2.0)) == 1
 
 
+def test_priority_stays_finite_for_extreme_seconds_and_gamma():
+    # 1e-100 s ** 4 underflows a float to 0 (and the benefit / 0 is inf); the order must still be right
+    p = priority(np.array([0.5, 0.5, 0.2, 0.0]), np.array([1e-100, 1e-99, 1e-99, 1.0]), gamma=4.0)
+    assert np.isfinite(p).all() and p.min() == 0.0 and p.max() == 1.0
+    assert list(np.argsort(-p, kind="stable")) == [0, 1, 2, 3] and p[1] > p[2] > 0.0
+    assert np.isfinite(priority(np.array([0.5, 0.1]), np.array([1e200, 1.0]), gamma=4.0)).all()  # overflow
+    np.testing.assert_allclose(priority(np.array([0.0, 1.0, 3.0]), np.array([1.0, 4.0, 9.0]), gamma=1.0),
+                               [0.0, 0.75, 1.0])
+
+
 def test_faded_gamma_halves_at_the_halving_labels_and_keeps_falling():
     assert faded_gamma(1.0, 0, 100) == 1.0
     assert faded_gamma(1.0, 100, 100) == pytest.approx(0.5)
