@@ -52,7 +52,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "or a Label Studio JSON export")
     parser.add_argument("--strategies", default=DEFAULT_STRATEGY_LIST,
                         help="comma-separated engine strategies and autoal, autoal_search, autoal_uniform, "
-                             "autoal_paper, autoal_cost (default: random, every default candidate, autoal)")
+                             "autoal_paper, autoal_pruned, autoal_cost, autoal_cost_known (default: random, every "
+                             "default candidate, autoal)")
     parser.add_argument("--peers", default="", help=f"comma-separated peers ({', '.join(PEERS)}) or 'all'")
     parser.add_argument("--init", type=int, default=20, help="initial random labels (default 20)")
     parser.add_argument("--batch", type=int, default=20,
@@ -60,8 +61,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--budget", type=int, default=500,
                         help="total labels, initial set included (default 500)")
     parser.add_argument("--cost-aware-budget", type=int, default=None,
-                        help="total labels of the cost-aware runs (autoal_cost), which buy cheaper labels and need "
-                             "more of them to reach the cost-blind runs' final accuracy (default: --budget)")
+                        help="total labels of the cost-aware runs (autoal_cost, autoal_cost_known), which buy "
+                             "cheaper labels and need more of them to reach the cost-blind runs' final accuracy "
+                             "(default: --budget)")
     parser.add_argument("--seeds", type=int, default=10, help="number of seeds (default 10)")
     parser.add_argument("--first-seed", type=int, default=0,
                         help="seeds are first-seed .. first-seed+seeds-1")

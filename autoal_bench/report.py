@@ -23,6 +23,7 @@ from autoal_bench.metrics import cost_saved, first_reaching, normalized_aubc, pa
 from autoal_bench.selectors import (
     AUTOAL,
     AUTOAL_COST,
+    AUTOAL_COST_KNOWN,
     AUTOAL_NAMES,
     AUTOAL_PRUNED,
     AUTOAL_PRUNED_SEARCH,
@@ -211,12 +212,13 @@ def labels_share(curve: Curve, reference: Curve) -> float | None:
     return None if needed is None or not own else needed / own
 
 
-def cost_aware_check(grouped: dict[str, Curve]) -> dict[str, Any] | None:
-    """Cost-aware (``autoal_cost``) vs cost-blind (``autoal``) AutoAL: the annotator-seconds each needs to reach
-    the cost-blind runs' final accuracy (read off the seed-averaged curves; the cost-aware runs may run to more
-    labels, ``--cost-aware-budget``), the seconds saved, and the paired AUBC difference over the labels both
-    runs cover (at equal labels a cost-aware run is expected to be a little behind)."""
-    blind, aware = grouped.get(AUTOAL), grouped.get(AUTOAL_COST)
+def cost_aware_check(grouped: dict[str, Curve], aware_name: str = AUTOAL_COST) -> dict[str, Any] | None:
+    """Cost-aware (``aware_name``: ``autoal_cost``, or ``autoal_cost_known`` given the true seconds) vs
+    cost-blind (``autoal``) AutoAL: the annotator-seconds each needs to reach the cost-blind runs' final accuracy
+    (read off the seed-averaged curves; the cost-aware runs may run to more labels, ``--cost-aware-budget``),
+    the seconds saved, and the paired AUBC difference over the labels both runs cover (at equal labels a
+    cost-aware run is expected to be a little behind)."""
+    blind, aware = grouped.get(AUTOAL), grouped.get(aware_name)
     if blind is None or aware is None:
         return None
     target = float(blind.accuracy.mean(axis=0)[-1])
@@ -236,6 +238,7 @@ def cost_aware_check(grouped: dict[str, Curve]) -> dict[str, Any] | None:
         "saved": cost_saved(aware_seconds, blind_seconds),
         "aubc_difference": paired_difference(aubc(aware), aubc(blind)) if common else None,
         "common_labels": int(blind.labels[0, rounds - 1]),
+        "aware_name": aware_name,
     }
 
 
@@ -246,12 +249,14 @@ def cost_aware_lines(check: dict[str, Any] | None) -> list[str]:
     aware = "not reached" if check["aware_seconds"] is None else (
         f"{check['aware_seconds']:,.0f} s ({check['aware_labels']:.0f} labels)")
     blind = "-" if check["blind_seconds"] is None else f"{check['blind_seconds']:,.0f} s"
-    lines = [f"- Cost-aware vs cost-blind AutoAL: to reach the cost-blind final accuracy "
+    who = ("Cost-aware given every task's seconds (`autoal_cost_known`)" if check["aware_name"] == AUTOAL_COST_KNOWN
+           else "Cost-aware")
+    lines = [f"- {who} vs cost-blind AutoAL: to reach the cost-blind final accuracy "
              f"{check['target_accuracy']:.3f}, cost-blind {blind}, cost-aware {aware}: {saved} of the "
              "annotator-seconds saved"]
     diff = check["aubc_difference"]
     if diff is not None:
-        lines.append(f"- Cost-aware - cost-blind AUBC over the first {check['common_labels']} labels: "
+        lines.append(f"- {who} - cost-blind AUBC over the first {check['common_labels']} labels: "
                      f"{diff.mean:+.3f} ({diff.wins}/{diff.n} wins)")
     return lines + [""]
 
@@ -385,7 +390,9 @@ def write_report(results: dict[str, Any], out_dir: Path, plots: bool = True) -> 
             if model:
                 lines += [f"On the {MODEL_NAMES.get(model, model)} (the `{model}` runs, against each other):", ""]
             lines += goal_lines(goal_check(model_runs, goals), goals) + [""]
-            lines += cost_aware_lines(cost_aware_check(curves(model_runs)))
+            model_curves = curves(model_runs)
+            for aware_name in (AUTOAL_COST, AUTOAL_COST_KNOWN):
+                lines += cost_aware_lines(cost_aware_check(model_curves, aware_name))
         grouped = curves(runs)
         lines += tuning_lines(grouped)
         if plots:

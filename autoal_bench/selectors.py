@@ -6,7 +6,10 @@ candidate S runs ``EngineConfig(strategies=(S,))`` with the search off (the mixt
 head of the queue), cost-blind (``cost.gamma = 0``). Two variants differ from it in the strategy weights
 only: ``autoal_search`` learns them (the AutoAL search on) and ``autoal_uniform`` keeps them equal (the
 search off), whatever the base configuration says. ``autoal_cost`` is ``autoal`` fitted with the labeled
-items' observed seconds and ranked by value per predicted cost (the configured ``cost.gamma``).
+items' observed seconds and ranked by value per predicted cost (the configured ``cost.gamma``);
+``autoal_cost_known`` ranks with every pool item's seconds given up front (the engine's ``known_costs``, as a
+project whose task data carries each task's expected seconds), here the simulation's own seconds: no prediction
+and no gate, so it is the ceiling of what a perfect cost model could give.
 ``autoal_pruned`` prunes the candidate pool each round (``pruning.enabled``, autoal_engine/pruning.py) and
 mixes the survivors with equal weights; ``autoal_pruned_search`` runs the AutoAL search over the survivors.
 ``autoal_paper`` is the released AutoAL code's choices (``EngineConfig.paper()``: its 7 candidates, binary
@@ -30,24 +33,29 @@ from autoal_engine.strategies import STRATEGIES
 
 AUTOAL = "autoal"
 AUTOAL_COST = "autoal_cost"
+AUTOAL_COST_KNOWN = "autoal_cost_known"
 AUTOAL_UNIFORM = "autoal_uniform"
 AUTOAL_SEARCH = "autoal_search"
 AUTOAL_PAPER = "autoal_paper"
 AUTOAL_PRUNED = "autoal_pruned"
 AUTOAL_PRUNED_SEARCH = "autoal_pruned_search"
-AUTOAL_NAMES = (AUTOAL, AUTOAL_COST, AUTOAL_UNIFORM, AUTOAL_SEARCH, AUTOAL_PAPER, AUTOAL_PRUNED, AUTOAL_PRUNED_SEARCH)
+AUTOAL_NAMES = (AUTOAL, AUTOAL_COST, AUTOAL_COST_KNOWN, AUTOAL_UNIFORM, AUTOAL_SEARCH, AUTOAL_PAPER, AUTOAL_PRUNED,
+                AUTOAL_PRUNED_SEARCH)
 
 
 class EngineSelector:
-    """Top-b of the engine's ranking under a given candidate set, search switch, pruning switch and cost weight."""
+    """Top-b of the engine's ranking under a given candidate set, search switch, pruning switch and cost weight;
+    with ``known_costs`` the ranking is given every pool item's true seconds (a sanity check that reads the
+    simulation's oracle on purpose)."""
 
     def __init__(self, name: str, strategies: tuple[str, ...] | None, search: bool | None,
-                 cost_aware: bool, pruning: bool | None = None) -> None:
+                 cost_aware: bool, pruning: bool | None = None, known_costs: bool = False) -> None:
         self.name = name
         self.strategies = strategies  # None: the base configuration's candidate set
         self.search = search  # None: the base configuration's search.enabled
         self.pruning = pruning  # None: the base configuration's pruning.enabled
         self.uses_costs = cost_aware
+        self.known_costs = known_costs
 
     def engine_config(self, base: EngineConfig) -> EngineConfig:
         config = copy.deepcopy(base)
@@ -66,10 +74,11 @@ class EngineSelector:
         """Stateless between rounds: every round retrains and re-ranks."""
 
     def select(self, state: RoundState) -> tuple[np.ndarray, dict[str, Any]]:
+        known = state.costs[state.unlabeled] if self.known_costs else None
         if state.pool_vectors is not None:  # the fast path: rank the cached vectors
-            ranking = state.engine.rank_vectors(state.pool_vectors[state.unlabeled])
+            ranking = state.engine.rank_vectors(state.pool_vectors[state.unlabeled], known)
         else:
-            ranking = state.engine.rank(state.pool_inputs[state.unlabeled])
+            ranking = state.engine.rank(state.pool_inputs[state.unlabeled], known)
         picks = state.unlabeled[ranking.order[: state.batch_size]]
         extra: dict[str, Any] = {}
         config = state.engine.config
@@ -109,6 +118,8 @@ def engine_selector(name: str) -> EngineSelector:
         return EngineSelector(AUTOAL, None, search=None, cost_aware=False)
     if name == AUTOAL_COST:
         return EngineSelector(AUTOAL_COST, None, search=None, cost_aware=True)
+    if name == AUTOAL_COST_KNOWN:
+        return EngineSelector(AUTOAL_COST_KNOWN, None, search=None, cost_aware=True, known_costs=True)
     if name == AUTOAL_UNIFORM:
         return EngineSelector(AUTOAL_UNIFORM, None, search=False, cost_aware=False)
     if name == AUTOAL_SEARCH:

@@ -377,3 +377,18 @@ def test_a_pruned_run_records_each_rounds_active_candidates_and_rewards() -> Non
         assert set(record["active_candidates"]) <= names and len(record["active_candidates"]) >= 3
         assert set(record["pruning_rewards"]) == names
         assert all(0.0 < reward <= 1.0 for reward in record["pruning_rewards"].values())
+
+
+def test_the_known_cost_run_ranks_with_the_true_seconds_from_the_first_round() -> None:
+    """autoal_cost_known hands the engine every pool item's seconds: no prediction and no gate, so its first
+    picks are already cheap, while autoal_cost, whose cost model cannot be trusted from 20 labels, ranks as
+    the cost-blind autoal does."""
+    dataset = load_digits_dataset()
+    replay = ReplaySettings(init=20, batch=20, budget=60)
+    costs = item_costs(dataset, "lognormal", rho=0.0, sigma=1.0)
+    selectors = [engine_selector(name) for name in ("autoal", "autoal_cost", "autoal_cost_known")]
+    runs = {run["strategy"]: run for run in run_dataset(dataset, costs, selectors, replay, tiny_config(), seeds=[0])}
+    first_round = {name: run["rounds"][1]["cost"] - run["rounds"][0]["cost"] for name, run in runs.items()}
+    assert len({run["rounds"][0]["cost"] for run in runs.values()}) == 1  # the same initial set
+    assert first_round["autoal_cost"] == pytest.approx(first_round["autoal"])  # the gate holds cost off
+    assert first_round["autoal_cost_known"] < 0.8 * first_round["autoal"]

@@ -170,6 +170,12 @@ def test_the_cost_aware_check_reads_the_seconds_to_the_cost_blind_final_accuracy
     assert check["common_labels"] == 60 and check["aubc_difference"].mean < 0  # behind at equal labels
     assert "47% of the annotator-seconds saved" in "\n".join(cost_aware_lines(check))
     assert cost_aware_check(curves([r for r in runs if r["strategy"] == "autoal"])) is None
+    for r in runs:  # the same runs as the ranking given every task's seconds
+        r["strategy"] = "autoal_cost_known" if r["strategy"] == "autoal_cost" else r["strategy"]
+    assert cost_aware_check(curves(runs)) is None
+    known = cost_aware_check(curves(runs), "autoal_cost_known")
+    assert known["saved"] == pytest.approx(1 - 320 / 600)
+    assert "given every task's seconds (`autoal_cost_known`)" in "\n".join(cost_aware_lines(known))
 
 
 def test_the_goal_check_compares_autoal_with_its_pruned_variant(tmp_path) -> None:
