@@ -8,7 +8,8 @@ ACL 2008, "Assessing the Costs of Sampling Methods in Active Learning for Annota
 - ``CostModel`` learns seconds per label from observed times (Label Studio ``lead_time``):
   clean (clip idle time, winsorize), ridge regression of log(seconds) on standardized features,
   predict the median exp(mu), shrink toward the observed median, and judge its own quality.
-- ``combine_known`` lets explicit per-task costs override the predictions.
+- ``combine_known`` lets explicit per-task costs override the predictions (and stand in for predictions
+  that cannot be trusted).
 - ``priority`` orders a queue by benefit per cost**gamma (return on investment, Haertel et al.);
   ``faded_gamma`` lets gamma fall as the labels grow (``cost.gamma_halving_labels``).
 - ``relative_to_class`` divides each item's seconds by the median of its predicted class, so that cost
@@ -143,21 +144,21 @@ class CostModel:
         """
         return dict(self._report)
 
-    def effective_gamma(self, gamma: float, known: np.ndarray | None = None) -> float:
-        """The gamma to use in ``priority``: ``gamma`` when the model is trusted, else 0.0.
-
-        Trusted means a cross-validated Spearman of at least ``min_spearman`` (default 0.2, spec 10.3);
-        a cold model or one too small to cross-validate is not trusted (its costs are uniform or
-        unproven). When ``known`` (explicit per-task costs, NaN = unknown) covers every item, no
-        prediction is used and ``gamma`` is returned as given.
-        """
-        if known is not None:
-            known = np.asarray(known, dtype=np.float64)
-            if known.size and not np.isnan(known).any():
-                return float(gamma)
-        threshold = self.config.min_spearman
+    @property
+    def is_trusted(self) -> bool:
+        """A cross-validated Spearman of at least ``min_spearman`` (default 0.2, spec 10.3); a cold model or
+        one too small to cross-validate is not trusted (its costs are uniform or unproven)."""
         rho = self._report["cv_spearman"]
-        return float(gamma) if rho is not None and rho >= threshold else 0.0
+        return rho is not None and rho >= self.config.min_spearman
+
+    def effective_gamma(self, gamma: float, known: np.ndarray | None = None) -> float:
+        """The gamma to use in ``priority``: ``gamma`` when the model is trusted or when ``known`` (explicit
+        per-task costs, NaN = unknown) gives some item's seconds, else 0.0. With known seconds and an
+        untrusted model the others are not predicted but set to the known seconds' median
+        (``combine_known``)."""
+        if known is not None and (~np.isnan(np.asarray(known, dtype=np.float64))).any():
+            return float(gamma)
+        return float(gamma) if self.is_trusted else 0.0
 
     def _quality_report(self, features: np.ndarray, seconds: np.ndarray) -> dict[str, Any]:
         report = _empty_report()
@@ -215,20 +216,20 @@ class CostModel:
         model._report = {**_empty_report(), **dict(state["report"])}
         return model
 
-    @staticmethod
-    def combine_known(predicted: np.ndarray, known: np.ndarray) -> np.ndarray:
-        """See the module-level ``combine_known``."""
-        return combine_known(predicted, known)
 
 
-def combine_known(predicted: np.ndarray, known: np.ndarray) -> np.ndarray:
-    """Explicit per-task costs override predictions: c_i = known_i where known, else predicted_i.
+def combine_known(predicted: np.ndarray, known: np.ndarray, trusted: bool = True) -> np.ndarray:
+    """Explicit per-task costs override predictions: c_i = known_i where known, else predicted_i; when the
+    predictions are not ``trusted`` and some costs are known, c_i = median(known) for the others instead, so that
+    noise does not order them (they sit between the cheap and the dear known tasks).
 
     ``known`` holds NaN for tasks without an explicit cost; the known values must be > 0 seconds.
     """
     predicted = check_seconds(predicted, None, name="predicted", allow_nan=False)
     known = check_seconds(known, len(predicted), name="known", allow_nan=True)
-    return np.where(np.isnan(known), predicted, known)
+    given = ~np.isnan(known)
+    fill = predicted if trusted or not given.any() else np.full(len(known), np.median(known[given]))
+    return np.where(given, known, fill)
 
 
 def priority(benefit: np.ndarray, cost: np.ndarray, gamma: float) -> np.ndarray:

@@ -333,7 +333,7 @@ class Engine:
         benefit = (calibrated_benefit(z, self.search) if self.search is not None
                    else expected_loss_benefit(z, outputs.probs))
         predicted = self.cost_model.predict(self._cost_features(outputs.embeddings, outputs.thumbnails))
-        seconds = cost_module.combine_known(predicted, known)
+        seconds = cost_module.combine_known(predicted, known, self.cost_model.is_trusted)
         gamma = cost_module.faded_gamma(self.cost_model.effective_gamma(config.cost.gamma, known),
                                         len(self.labeled_labels), config.cost.gamma_halving_labels)
         # the weight of cost in this ranking, and (below, with a diverse head) the shortlist cost picked from

@@ -61,7 +61,14 @@ from ls_backend.logs import log_context
 from ls_backend.media import MediaError, MediaFetcher, check_image
 from ls_backend.settings import PRIORITY_VIEW_TITLE, Settings
 from ls_backend.store import Store
-from ls_backend.task_adapter import fetch_images, prediction, ranking_rows, split_tasks, training_inputs
+from ls_backend.task_adapter import (
+    fetch_images,
+    known_seconds,
+    prediction,
+    ranking_rows,
+    split_tasks,
+    training_inputs,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -324,10 +331,11 @@ class RetrainAndRank:
         train_seconds = time.perf_counter() - started
         started = time.perf_counter()
         vectors, hits, misses, _ = self.cached_vectors(engine, [*labeled, *pool])
+        known = known_seconds(pool, self.settings.task_seconds_field)
         if engine.config.search.searchnet_input == "image":
-            ranking = engine.rank([task["path"] for task in pool])
+            ranking = engine.rank([task["path"] for task in pool], known)
         else:
-            ranking = engine.rank_vectors(vectors[len(labeled):])
+            ranking = engine.rank_vectors(vectors[len(labeled):], known)
         return engine, ranking, labeled, pool, hits, misses, train_seconds, time.perf_counter() - started
 
     def fast_path(self, base: dict[str, Any], labeled: list[dict], pool: list[dict]) -> tuple:
@@ -351,7 +359,7 @@ class RetrainAndRank:
         engine.report["engine_config"] = base["report"].get("engine_config")
         train_seconds = time.perf_counter() - started
         started = time.perf_counter()
-        ranking = engine.rank_vectors(vectors[len(labeled):])
+        ranking = engine.rank_vectors(vectors[len(labeled):], known_seconds(pool, self.settings.task_seconds_field))
         return engine, ranking, labeled, pool, hits, misses, train_seconds, time.perf_counter() - started
 
     def cached_vectors(self, engine: Any, tasks: list[dict], verify: bool = False) -> tuple[Any, int, int, dict]:

@@ -66,6 +66,7 @@ class Settings:
     push_top: int = 300  # AUTOAL_PUSH_TOP: predictions the fast path pushes (the head of the queue)
     backbone_growth: float = BACKBONE_GROWTH  # AUTOAL_BACKBONE_GROWTH: train the backbone again at this x its labels
     full_push_growth: float = FULL_PUSH_GROWTH  # AUTOAL_FULL_PUSH_GROWTH: push every task again at this x the labels
+    task_seconds_field: str | None = None  # AUTOAL_TASK_SECONDS_FIELD: task data key with a task's seconds, if known
 
     @property
     def basic_auth_enabled(self) -> bool:
@@ -148,6 +149,7 @@ class Settings:
             push_top=reader.integer("AUTOAL_PUSH_TOP", 300, minimum=1),
             backbone_growth=reader.number("AUTOAL_BACKBONE_GROWTH", BACKBONE_GROWTH, minimum=1.0),
             full_push_growth=reader.number("AUTOAL_FULL_PUSH_GROWTH", FULL_PUSH_GROWTH, minimum=1.0),
+            task_seconds_field=reader.text("AUTOAL_TASK_SECONDS_FIELD"),
         )
 
 

@@ -4,12 +4,15 @@
 - `fetch_images(fetcher, interface, tasks)`: each task's local image ("path"), leaving out the tasks whose
   media cannot be used, with the reason;
 - `training_inputs(labeled)`: what `Engine.fit` takes: image paths, labels, observed seconds;
+- `known_seconds(pool, field)`: the seconds each pool task's data gives up front (AUTOAL_TASK_SECONDS_FIELD),
+  which `Engine.rank` uses instead of the cost model's predictions;
 - `ranking_rows(task_ids, ranking)`: an engine `Ranking` as one row per pool task (rank, score, provenance);
 - `prediction(interface, label, score, version)`: the one constructor of a Label Studio prediction.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
@@ -17,6 +20,8 @@ import numpy as np
 
 from ls_backend.labeling import LabelingInterface, task_label
 from ls_backend.media import MediaFetcher
+
+logger = logging.getLogger(__name__)
 
 
 def split_tasks(
@@ -53,6 +58,32 @@ def training_inputs(labeled: list[dict[str, Any]]) -> tuple[list[str], list[str]
     paths = [task["path"] for task in labeled]
     labels = [task["label"].label for task in labeled]
     return paths, labels, np.array([task["label"].lead_time for task in labeled], dtype=float)
+
+
+def known_seconds(pool: list[dict[str, Any]], field: str | None) -> np.ndarray | None:
+    """Each pool task's labeling seconds as its data gives them under ``field`` (AUTOAL_TASK_SECONDS_FIELD), known
+    before the task is labeled (a clip's length, an image's object count times a rate): a number > 0, or a string
+    of one. NaN where the task has none or the value is anything else (the cost model predicts those seconds); None
+    when no field is configured. Task data is input: a bad value is logged, never raised."""
+    if not field:
+        return None
+    given = [data.get(field) if isinstance(data := task.get("data"), dict) else None for task in pool]
+    values = np.array([_known_seconds(value) for value in given], dtype=float)
+    unusable = sum(1 for value, seconds in zip(given, values, strict=True) if value is not None and math.isnan(seconds))
+    if unusable:
+        logger.warning("%d of %d pool tasks give data[%r] that is not seconds > 0; their seconds are predicted",
+                       unusable, len(pool), field)
+    return values
+
+
+def _known_seconds(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return math.nan
+    try:
+        seconds = float(value)
+    except (ValueError, OverflowError):
+        return math.nan
+    return seconds if math.isfinite(seconds) and seconds > 0 else math.nan
 
 
 def prediction(interface: LabelingInterface, label: str, score: float, model_version: str) -> dict[str, Any]:

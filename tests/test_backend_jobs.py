@@ -215,3 +215,56 @@ def test_the_embedding_cache_keeps_the_thumbnails_when_the_cost_model_reads_imag
     again, hits, misses, _ = job.cached_vectors(engine, tasks)
     assert (hits, misses) == (6, 0) and np.array_equal(again, vectors)
     assert np.array_equal(engine.rank_vectors(again).order, engine.rank([t["path"] for t in tasks]).order)
+
+
+def test_known_seconds_reads_numbers_above_zero_and_nothing_else():
+    from ls_backend.task_adapter import known_seconds
+
+    given = [12, 2.5, "7.5", 0, -3, "abc", True, None, [4], {"s": 4}, "inf", "nan", "1e999", 10**400]
+    pool = [{"id": i, "data": {"seconds": value}} for i, value in enumerate(given)]
+    pool += [{"id": 98, "data": {}}, {"id": 99, "data": "not an object"}]
+    values = known_seconds(pool, "seconds")
+    assert values[:3].tolist() == [12.0, 2.5, 7.5] and np.isnan(values[3:]).all() and len(values) == len(pool)
+    assert known_seconds(pool, None) is None
+
+
+def test_the_job_ranks_with_the_seconds_the_task_data_gives(settings, store, digits, tmp_path):
+    """AUTOAL_TASK_SECONDS_FIELD: the tasks whose data give their seconds are ranked with them (the ranking's
+    seconds are theirs, on the full path and the fast path), a task with a bad value gets the cost model's
+    prediction, and the head of the queue takes the cheap ones."""
+    from PIL import Image
+
+    from ls_backend.jobs import RetrainAndRank
+    from ls_backend.labeling import TaskLabel
+    from tests.conftest import fast_config
+
+    images, labels = digits
+    config = fast_config(enabled=False).to_dict()
+    config["strategies"], config["cost"]["within_class"] = ["margin"], False  # value per raw second, one candidate
+    settings = dataclasses.replace(settings, task_seconds_field="seconds", engine_overrides=config)
+    interface = parse_label_config(CONFIG.replace('"a"', '"0"').replace('"b"', '"1"'))
+    keep = np.flatnonzero(labels < 2)[:90]
+    tasks = []
+    for i, index in enumerate(keep):
+        path = tmp_path / f"{i}.png"
+        Image.fromarray((images[index] * 255).astype(np.uint8)).save(path)
+        tasks.append({"id": i + 1, "path": str(path), "data": {"image": str(path)}})
+    labeled = [{**task, "label": TaskLabel(task["id"], str(labels[index]), 10.0 + i % 7, i + 1)}
+               for i, (task, index) in enumerate(zip(tasks[:30], keep[:30], strict=True))]
+    pool = tasks[30:]
+    for i, task in enumerate(pool):
+        task["data"]["seconds"] = 1.0 if i % 2 else 1000.0  # half the pool is cheap
+    pool[0]["data"]["seconds"] = "abc"
+    job_id, _ = store.request_job(1, "ANNOTATION_CREATED", stale_after=60)
+    store.start_job(job_id)
+    work = RetrainAndRank(settings, store, 1, job_id)
+    engine, ranking, *_ = work.full_path(interface, labeled, pool)
+    given = np.array([task["data"]["seconds"] for task in pool[1:]], dtype=float)
+    assert np.array_equal(ranking.predicted_cost[1:], given)
+    assert np.isfinite(ranking.predicted_cost[0]) and ranking.predicted_cost[0] > 0  # predicted, not NaN
+    head = [i for i in ranking.order[:10] if i > 0]
+    assert np.mean(given[np.array(head) - 1] == 1.0) >= 0.8  # the cheap half fills the head of the queue
+    engine.save(tmp_path / "checkpoint")
+    base = {"checkpoint": str(tmp_path / "checkpoint"), "report": {}}
+    _, fast, *_ = work.fast_path(base, labeled, pool)
+    assert np.array_equal(fast.predicted_cost[1:], given)

@@ -20,6 +20,8 @@ def test_defaults_without_environment():
     assert settings.allow_anonymous is False
     assert settings.max_request_bytes == 8_000_000
     assert (settings.job_niceness, settings.job_threads, settings.request_timeout) == (10, None, 15)
+    assert settings.task_seconds_field is None  # no task gives its seconds: the cost model predicts them all
+    assert Settings.from_env({"AUTOAL_TASK_SECONDS_FIELD": "seconds"}).task_seconds_field == "seconds"
 
 
 def test_job_process_and_server_limits():

@@ -117,8 +117,10 @@ def test_unpredictable_costs_are_not_trusted():
     model = CostModel(CostConfig()).fit(features, seconds)
     assert model.report()["cv_spearman"] < 0.2
     assert model.effective_gamma(0.5) == 0.0
-    # explicit costs for every task need no prediction, so gamma stands
+    # explicit costs need no prediction, so gamma stands (the others get the known seconds' median)
     assert model.effective_gamma(0.5, known=np.full(10, 12.0)) == 0.5
+    assert model.effective_gamma(0.5, known=np.array([np.nan, 12.0])) == 0.5
+    assert model.effective_gamma(0.5, known=np.full(2, np.nan)) == 0.0 and not model.is_trusted
 
 
 def test_absurd_lead_time_does_not_flip_order_of_typical_items():
@@ -186,7 +188,10 @@ def test_shrinkage_pulls_few_observations_toward_the_median():
 def test_known_costs_override_predictions():
     combined = combine_known(np.array([10.0, 20.0, 30.0]), np.array([np.nan, 3.0, np.nan]))
     np.testing.assert_array_equal(combined, [10.0, 3.0, 30.0])
-    np.testing.assert_array_equal(CostModel.combine_known(np.array([1.0]), np.array([2.0])), [2.0])
+    untrusted = combine_known(np.array([10.0, 20.0, 30.0, 40.0]), np.array([np.nan, 3.0, 5.0, np.nan]), trusted=False)
+    np.testing.assert_array_equal(untrusted, [4.0, 3.0, 5.0, 4.0])  # the known seconds' median, not noise
+    unknown = combine_known(np.array([10.0, 20.0]), np.array([np.nan, np.nan]), trusted=False)
+    np.testing.assert_array_equal(unknown, [10.0, 20.0])  # nothing known: the (unused, gamma 0) predictions
     with pytest.raises(ValueError, match="known"):
         combine_known(np.array([1.0, 2.0]), np.array([np.nan]))
     with pytest.raises(ValueError, match="known"):
