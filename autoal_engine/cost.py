@@ -217,7 +217,6 @@ class CostModel:
         return model
 
 
-
 def combine_known(predicted: np.ndarray, known: np.ndarray, trusted: bool = True) -> np.ndarray:
     """Explicit per-task costs override predictions: c_i = known_i where known, else predicted_i; when the
     predictions are not ``trusted`` and some costs are known, c_i = median(known) for the others instead, so that
