@@ -144,12 +144,17 @@ def task_label(task: dict[str, Any], interface: LabelingInterface) -> TaskLabel 
     if not usable:
         return None
     _, _, annotation_id, label, lead_time = max(usable)
-    return TaskLabel(task_id=int(task["id"]), label=label, lead_time=_seconds(lead_time), annotation_id=annotation_id)
+    return TaskLabel(task_id=int(task["id"]), label=label, lead_time=parse_seconds(lead_time),
+                     annotation_id=annotation_id)
 
 
-def _seconds(value: Any) -> float:
+def parse_seconds(value: Any) -> float:
+    """A number of seconds > 0 (or a string of one) as a float; NaN for anything else (missing, not a number, a
+    bool, not finite, 0 or less): the engine takes NaN as unknown and rejects seconds <= 0."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return math.nan
     try:
         seconds = float(value)
-    except (TypeError, ValueError):
+    except (ValueError, OverflowError):
         return math.nan
-    return seconds if math.isfinite(seconds) and seconds >= 0 else math.nan
+    return seconds if math.isfinite(seconds) and seconds > 0 else math.nan

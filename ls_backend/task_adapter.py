@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ls_backend.labeling import LabelingInterface, task_label
+from ls_backend.labeling import LabelingInterface, parse_seconds, task_label
 from ls_backend.media import MediaFetcher
 
 logger = logging.getLogger(__name__)
@@ -68,22 +68,12 @@ def known_seconds(pool: list[dict[str, Any]], field: str | None) -> np.ndarray |
     if not field:
         return None
     given = [data.get(field) if isinstance(data := task.get("data"), dict) else None for task in pool]
-    values = np.array([_known_seconds(value) for value in given], dtype=float)
+    values = np.array([parse_seconds(value) for value in given], dtype=float)
     unusable = sum(1 for value, seconds in zip(given, values, strict=True) if value is not None and math.isnan(seconds))
     if unusable:
         logger.warning("%d of %d pool tasks give data[%r] that is not seconds > 0; their seconds are predicted",
                        unusable, len(pool), field)
     return values
-
-
-def _known_seconds(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        return math.nan
-    try:
-        seconds = float(value)
-    except (ValueError, OverflowError):
-        return math.nan
-    return seconds if math.isfinite(seconds) and seconds > 0 else math.nan
 
 
 def prediction(interface: LabelingInterface, label: str, score: float, model_version: str) -> dict[str, Any]:

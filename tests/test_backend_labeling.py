@@ -108,3 +108,5 @@ def test_task_label_prefers_ground_truth_then_latest():
     task["annotations"].append(annotation(3, "2", ground_truth=True, updated="2025-01-01T00:00:00Z", lead_time=7.5))
     label = task_label(task, interface)
     assert (label.label, label.lead_time) == ("2", 7.5)
+    task["annotations"][-1]["lead_time"] = 0  # the engine rejects 0 s: unknown, not a failed job
+    assert math.isnan(task_label(task, interface).lead_time)
